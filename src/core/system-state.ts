@@ -1,0 +1,107 @@
+/**
+ * The platform's own records in world state: chain parameters, trusted roots, departments,
+ * validators, revocations and known certificates. Keys live under "sys/" and values are canonical
+ * CBOR, so every node reads "is this identity valid" from the ledger alone.
+ */
+import { type Validator, validatorsToCanonical } from "./block.ts";
+import { type Canonical, decodeCanonical, encodeCanonical } from "./encoding.ts";
+import { CodedError } from "./errors.ts";
+import type { StateReader } from "./state.ts";
+
+export const deptCodePattern = /^[a-z][a-z0-9-]{1,31}$/;
+export const enrollmentIdPattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const certIdPattern = /^[0-9a-f]{64}$/;
+
+export const revocationReasons = [
+  "unspecified",
+  "keyCompromise",
+  "cACompromise",
+  "affiliationChanged",
+  "superseded",
+  "cessationOfOperation",
+  "certificateHold",
+  "privilegeWithdrawn",
+] as const;
+export type RevocationReason = (typeof revocationReasons)[number];
+
+export const stateKeys = {
+  chainParams: "sys/params",
+  roots: "sys/roots",
+  validators: "sys/validators",
+  dept: (code: string) => `sys/dept/${code}`,
+  cert: (certId: string) => `sys/cert/${certId}`,
+  revokedCert: (certId: string) => `sys/revoked/cert/${certId}`,
+  revokedIdentity: (enrollmentId: string) => `sys/revoked/id/${enrollmentId}`,
+  kv: (dept: string, key: string) => `kv/${dept}/${key}`,
+} as const;
+
+export interface ChainParams {
+  readonly chainId: string;
+  /** The department that runs the membership service; its admins sign configuration changes. */
+  readonly operatorDept: string;
+  readonly txBytesMax: number;
+  readonly blockTxsMax: number;
+  readonly blockBytesMax: number;
+  /** How far ahead of block time a transaction's expiry may be. */
+  readonly txTtlMsMax: number;
+}
+
+export interface Department {
+  readonly code: string;
+  readonly name: string;
+  readonly status: "active" | "suspended";
+  readonly sinceHeight: number;
+}
+
+export interface Revocation {
+  readonly reason: RevocationReason;
+  readonly revokedAtMs: number;
+  readonly height: number;
+}
+
+function read(state: StateReader, key: string): Canonical | undefined {
+  const bytes = state.get(key);
+  if (bytes === undefined) return undefined;
+  try {
+    return decodeCanonical(bytes, 1024 * 1024);
+  } catch {
+    throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
+  }
+}
+
+export function encodeRecord(value: Canonical): Uint8Array {
+  return encodeCanonical(value);
+}
+
+export function readChainParams(state: StateReader): ChainParams {
+  const value = read(state, stateKeys.chainParams);
+  if (value === undefined) throw new CodedError("STORAGE_CORRUPT", "chain parameters missing from state");
+  return value as unknown as ChainParams;
+}
+
+export function readRoots(state: StateReader): readonly Uint8Array[] {
+  return (read(state, stateKeys.roots) as Uint8Array[] | undefined) ?? [];
+}
+
+export function readDepartment(state: StateReader, code: string): Department | undefined {
+  return read(state, stateKeys.dept(code)) as Department | undefined;
+}
+
+export function readRevocation(state: StateReader, key: string): Revocation | undefined {
+  return read(state, key) as Revocation | undefined;
+}
+
+export function readValidators(state: StateReader): readonly Validator[] {
+  const raw = read(state, stateKeys.validators) as Canonical[][] | undefined;
+  if (raw === undefined) return [];
+  return raw.map(([id, publicKeySpki, power, dept]) => ({
+    id: id as Uint8Array,
+    publicKeySpki: publicKeySpki as Uint8Array,
+    power: power as number,
+    dept: dept as string,
+  }));
+}
+
+export function encodeValidators(validators: readonly Validator[]): Uint8Array {
+  return encodeCanonical(validatorsToCanonical(validators));
+}
