@@ -6,6 +6,8 @@
 export const errorStatus = {
   // 400: the request itself is wrong
   BAD_REQUEST: 400,
+  REQUEST_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   BAD_ENCODING: 400,
   BAD_SIGNATURE_FORMAT: 400,
   TX_TOO_LARGE: 413,

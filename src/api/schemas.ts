@@ -1,0 +1,219 @@
+/**
+ * JSON Schemas of the API's routes: Fastify validates requests and serialises responses with them,
+ * and the OpenAPI document at /v1/openapi.json is generated from them.
+ */
+const hex64 = { type: "string", pattern: "^[0-9a-f]{64}$" } as const;
+const base64 = { type: "string", pattern: "^[A-Za-z0-9+/]*={0,2}$", maxLength: 8 * 1024 * 1024 } as const;
+
+const error = {
+  type: "object",
+  properties: {
+    error: {
+      type: "object",
+      properties: { code: { type: "string" }, message: { type: "string" }, field: { type: "string" } },
+      required: ["code", "message"],
+    },
+  },
+} as const;
+
+const errors = {
+  400: error,
+  401: error,
+  403: error,
+  404: error,
+  409: error,
+  413: error,
+  429: error,
+  503: error,
+} as const;
+
+const txStatus = {
+  type: "object",
+  properties: {
+    txId: hex64,
+    status: { type: "string", enum: ["pending", "committed", "rejected"] },
+    height: { type: "integer" },
+    index: { type: "integer" },
+    code: { type: "string", description: "OK, or the stable error code of a failed or rejected transaction" },
+    message: { type: "string" },
+    data: { description: 'the handler\'s result; byte strings appear as {"$bytes": base64}' },
+  },
+  required: ["txId", "status"],
+} as const;
+
+const header = {
+  type: "object",
+  properties: {
+    chainId: { type: "string" },
+    height: { type: "integer" },
+    time: { type: "string", format: "date-time" },
+    timeMs: { type: "integer" },
+    hash: hex64,
+    prevHash: hex64,
+    txRoot: hex64,
+    resultsRoot: hex64,
+    stateRoot: hex64,
+    validatorsHash: hex64,
+    proposer: hex64,
+    lastCommitHash: hex64,
+    headerBytes: {
+      type: "string",
+      description: "canonical CBOR header, base64; the hash is over these bytes",
+    },
+  },
+} as const;
+
+const commit = {
+  type: ["object", "null"],
+  properties: {
+    height: { type: "integer" },
+    round: { type: "integer" },
+    blockHash: hex64,
+    signatures: {
+      type: "array",
+      items: { type: "object", properties: { validatorId: hex64, signature: { type: "string" } } },
+    },
+  },
+} as const;
+
+const block = {
+  type: "object",
+  properties: {
+    header,
+    txs: { type: "array", items: { type: "string" }, description: "canonical CBOR transactions, base64" },
+    lastCommit: commit,
+    commit,
+  },
+} as const;
+
+export const submitTx = {
+  summary: "Submit a signed transaction",
+  description:
+    "Admits a transaction into the mempool after checking its signatures and signers. Idempotent: resending a pending or committed transaction returns its status. With wait=true the call returns when the transaction commits (200) or after waitMs (202, still pending).",
+  body: {
+    type: "object",
+    properties: {
+      tx: base64,
+      wait: { type: "boolean" },
+      waitMs: { type: "integer", minimum: 0, maximum: 60_000 },
+    },
+    required: ["tx"],
+    additionalProperties: false,
+  },
+  response: { 200: txStatus, 202: txStatus, ...errors },
+} as const;
+
+export const submitTxs = {
+  summary: "Submit a batch of signed transactions",
+  body: {
+    type: "object",
+    properties: { txs: { type: "array", items: base64, minItems: 1, maxItems: 2000 } },
+    required: ["txs"],
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        results: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: { ...txStatus.properties, index: { type: "integer" }, error: error.properties.error },
+          },
+        },
+      },
+    },
+    ...errors,
+  },
+} as const;
+
+export const getTx = {
+  summary: "A transaction's status and result",
+  params: { type: "object", properties: { id: hex64 }, required: ["id"] },
+  response: { 200: txStatus, ...errors },
+} as const;
+
+export const getBlock = {
+  summary: "The latest committed block with its commit certificate",
+  response: { 200: block, ...errors },
+} as const;
+
+export const getBlockByRef = {
+  summary: "A block by height or by hash",
+  params: {
+    type: "object",
+    properties: { ref: { type: "string", pattern: "^(?:[0-9]{1,15}|[0-9a-f]{64})$" } },
+    required: ["ref"],
+  },
+  response: { 200: block, ...errors },
+} as const;
+
+export const getState = {
+  summary: "A state key's value with its proof against the latest block's state root",
+  description:
+    "The proof shows inclusion (or non-inclusion when value is null) against header.stateRoot; the header's hash is signed by the validators in commit.",
+  querystring: {
+    type: "object",
+    properties: { key: { type: "string", minLength: 1, maxLength: 512 } },
+    required: ["key"],
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        key: { type: "string" },
+        value: { type: ["string", "null"] },
+        valueHash: { type: ["string", "null"] },
+        height: { type: "integer" },
+        proof: { type: "object", additionalProperties: true },
+        header,
+        commit,
+        validators: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              id: hex64,
+              publicKey: { type: "string" },
+              power: { type: "integer" },
+              dept: { type: "string" },
+            },
+          },
+        },
+      },
+    },
+    ...errors,
+  },
+} as const;
+
+export const getStatus = {
+  summary: "Node status",
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        chainId: { type: "string" },
+        version: { type: "string" },
+        height: { type: "integer" },
+        latestHash: hex64,
+        latestTime: { type: "string" },
+        stateRoot: hex64,
+        syncing: { type: "boolean" },
+        validatorId: hex64,
+        mempool: { type: "object", properties: { txs: { type: "integer" }, bytes: { type: "integer" } } },
+        caller: {
+          type: "object",
+          properties: {
+            certId: hex64,
+            enrollmentId: { type: "string" },
+            dept: { type: "string" },
+            roles: { type: "array", items: { type: "string" } },
+          },
+        },
+      },
+    },
+    ...errors,
+  },
+} as const;

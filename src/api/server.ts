@@ -1,0 +1,321 @@
+/**
+ * The node's HTTP/JSON API, versioned under /v1, with a JSON Schema on every route (validation and
+ * the OpenAPI document come from the same schemas).
+ *
+ * Every request, read or write, carries an RFC 9421 signature by a CA-issued identity (see
+ * docs/api-auth.md). The signer is judged by the ledger: a certificate chained to a trusted root,
+ * not expired, not revoked, of a registered, active department. Failures are JSON errors with a
+ * stable code and 401/403; malformed input is a 400 naming the field.
+ */
+import swagger from "@fastify/swagger";
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from "fastify";
+import { decodeCommit } from "../core/block.ts";
+import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
+import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
+import { sha256Hex } from "../core/hash.ts";
+import { parseSignedRequest } from "../core/httpsig.ts";
+import { type Identity, resolveIdentity } from "../core/identity.ts";
+import { proofToJson } from "../core/smt-proof.ts";
+import { stateKeys } from "../core/system-state.ts";
+import { blockToJson, canonicalToJson, commitToJson, headerToJson } from "../core/views.ts";
+import type { ChainNode, TxStatus } from "../node/node.ts";
+import { RequestVerifier } from "./request-auth.ts";
+import * as schemas from "./schemas.ts";
+
+export interface ApiOptions {
+  /** Largest request body accepted, in bytes. */
+  readonly bodyBytesMax: number;
+  /** Transactions in one batch submission. */
+  readonly batchTxsMax: number;
+  readonly clockSkewMsMax: number;
+  readonly tls?: { readonly certPem: string; readonly keyPem: string; readonly passphrase?: string };
+  readonly logger: boolean;
+}
+
+export const defaultApiOptions: ApiOptions = {
+  bodyBytesMax: 8 * 1024 * 1024,
+  batchTxsMax: 2000,
+  clockSkewMsMax: 300_000,
+  logger: false,
+};
+
+declare module "fastify" {
+  interface FastifyRequest {
+    identity: Identity | null;
+    rawBody: Buffer | null;
+  }
+}
+
+export const apiVersion = "1.0.0";
+
+export async function buildApi(node: ChainNode, now: () => number, options: ApiOptions = defaultApiOptions) {
+  const app: FastifyInstance = Fastify({
+    logger: options.logger,
+    bodyLimit: options.bodyBytesMax,
+    ...(options.tls === undefined
+      ? {}
+      : {
+          https: { cert: options.tls.certPem, key: options.tls.keyPem, passphrase: options.tls.passphrase },
+        }),
+    ajv: { customOptions: { allErrors: false, removeAdditional: false, coerceTypes: "array" } },
+  }) as unknown as FastifyInstance;
+  const verifier = new RequestVerifier({ now, clockSkewMsMax: options.clockSkewMsMax });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: {
+        title: "citychain node API",
+        version: apiVersion,
+        description: "Every request carries an RFC 9421 HTTP message signature by a CA-issued identity.",
+      },
+      components: {
+        securitySchemes: {
+          httpSignature: {
+            type: "apiKey",
+            in: "header",
+            name: "Signature",
+            description: "RFC 9421 signature with Signature-Input and Content-Digest; see docs/api-auth.md",
+          },
+        },
+      },
+      security: [{ httpSignature: [] }],
+    },
+  });
+
+  app.decorateRequest("identity", null);
+  app.decorateRequest("rawBody", null);
+  // Keep the exact body bytes: the signature covers their digest, not re-serialised JSON.
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
+    const buffer = body as Buffer;
+    request.rawBody = buffer;
+    if (buffer.length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(buffer.toString("utf8")));
+    } catch {
+      done(new CodedError("BAD_REQUEST", "body is not valid JSON"), undefined);
+    }
+  });
+
+  app.addHook("preValidation", async (request) => {
+    request.identity = await authenticate(node, verifier, request, now);
+  });
+
+  app.setErrorHandler((error: FastifyError | CodedError, request, reply) => sendError(error, request, reply));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(
+      new CodedError("NOT_FOUND", `no route ${request.method} ${request.url.split("?")[0]}`),
+      request,
+      reply,
+    ),
+  );
+
+  registerRoutes(app, node, options);
+  await app.ready();
+  return app;
+}
+
+async function authenticate(
+  node: ChainNode,
+  verifier: RequestVerifier,
+  request: FastifyRequest,
+  now: () => number,
+): Promise<Identity> {
+  const parsed = parseSignedRequest({
+    method: request.method,
+    url: request.url,
+    headers: request.headers,
+    ...(request.rawBody === null || request.rawBody.length === 0 ? {} : { body: request.rawBody }),
+  });
+  const state = node.ledger.state;
+  let der = parsed.certDer;
+  if (der === undefined) {
+    der = state.get(stateKeys.cert(parsed.keyId));
+    if (der === undefined) {
+      throw new CodedError(
+        "CERT_UNKNOWN",
+        "certificate not known to the ledger: send it in X-Citychain-Cert",
+      );
+    }
+  }
+  const identity = resolveIdentity(node.ledger.x509, state, der, now());
+  await verifier.verify(parsed, identity.publicKeySpki);
+  return identity;
+}
+
+function sendError(error: FastifyError | CodedError, request: FastifyRequest, reply: FastifyReply) {
+  if (error instanceof CodedError) {
+    return reply.code(error.status).send({ error: error.toJSON() });
+  }
+  const fe = error as FastifyError;
+  if (fe.validation !== undefined) {
+    const first = fe.validation[0];
+    const field =
+      (first?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".") ||
+      (first?.params as { missingProperty?: string } | undefined)?.missingProperty ||
+      fe.validationContext ||
+      "";
+    return reply
+      .code(400)
+      .send({
+        error: {
+          code: "BAD_REQUEST",
+          message: `${fe.validationContext ?? "request"} ${first?.message ?? "is invalid"}`,
+          field,
+        },
+      });
+  }
+  if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
+    return reply.code(413).send({ error: { code: "REQUEST_TOO_LARGE", message: "request body too large" } });
+  }
+  if (fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
+    return reply
+      .code(415)
+      .send({ error: { code: "UNSUPPORTED_MEDIA_TYPE", message: "use Content-Type: application/json" } });
+  }
+  if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return reply.code(fe.statusCode).send({ error: { code: "BAD_REQUEST", message: fe.message } });
+  }
+  request.log.error({ err: error }, "internal error");
+  return reply.code(500).send({ error: { code: "INTERNAL", message: "internal error" } });
+}
+
+function statusToJson(status: TxStatus) {
+  if (status.status !== "committed") return status;
+  let data: unknown = null;
+  try {
+    data = canonicalToJson(decodeCanonical(status.data, 1024 * 1024));
+  } catch {
+    data = { $bytes: toBase64(status.data) };
+  }
+  return {
+    txId: status.txId,
+    status: status.status,
+    height: status.height,
+    index: status.index,
+    code: status.code,
+    message: status.message,
+    data,
+  };
+}
+
+function httpStatusOf(status: TxStatus): number {
+  if (status.status === "pending") return 202;
+  if (status.status === "committed") return 200;
+  return isErrorCode(status.code) ? errorStatus[status.code] : 400;
+}
+
+function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptions): void {
+  const ledger = node.ledger;
+
+  app.post("/v1/tx", { schema: schemas.submitTx }, async (request, reply) => {
+    const body = request.body as { tx: string; wait?: boolean; waitMs?: number };
+    const status = await node.submit(fromBase64(body.tx, "tx"));
+    const final =
+      body.wait === true && status.status === "pending"
+        ? await node.waitFor(status.txId, body.waitMs ?? 30_000)
+        : status;
+    return reply.code(httpStatusOf(final) as 200).send(statusToJson(final));
+  });
+
+  app.post("/v1/txs", { schema: schemas.submitTxs }, async (request, reply) => {
+    const body = request.body as { txs: string[] };
+    if (body.txs.length > options.batchTxsMax) {
+      throw new CodedError("BAD_REQUEST", `at most ${options.batchTxsMax} transactions per batch`, "txs");
+    }
+    const results = await Promise.all(
+      body.txs.map(async (b64, i) => {
+        try {
+          return statusToJson(await node.submit(fromBase64(b64, `txs[${i}]`)));
+        } catch (error) {
+          if (error instanceof CodedError) return { index: i, error: error.toJSON() };
+          throw error;
+        }
+      }),
+    );
+    return reply.code(200).send({ results });
+  });
+
+  app.get("/v1/tx/:id", { schema: schemas.getTx }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const status = node.status(id);
+    if (status.status === "rejected" && status.code === "TX_NOT_FOUND") {
+      throw new CodedError("TX_NOT_FOUND", `no transaction ${id}`, "id");
+    }
+    return reply.code(200).send(statusToJson(status));
+  });
+
+  app.get("/v1/blocks/latest", { schema: schemas.getBlock }, async () => {
+    const block = ledger.latest();
+    return blockToJson(block, commitAt(node, block.header.height));
+  });
+
+  app.get("/v1/blocks/:ref", { schema: schemas.getBlockByRef }, async (request) => {
+    const { ref } = request.params as { ref: string };
+    const row = /^\d{1,15}$/.test(ref)
+      ? ledger.store.blockByHeight(Number(ref))
+      : ledger.store.blockByHash(fromHex(ref, "ref"));
+    if (row === undefined) throw new CodedError("BLOCK_NOT_FOUND", `no block ${ref}`, "ref");
+    const block = ledger.blockAt(row.height)!;
+    return blockToJson(block, commitAt(node, row.height));
+  });
+
+  app.get("/v1/state", { schema: schemas.getState }, async (request) => {
+    const { key } = request.query as { key: string };
+    // Proof, value and header are read in one synchronous step, so they describe the same height.
+    const block = ledger.latest();
+    const value = ledger.state.get(key);
+    const proof = ledger.proof(key);
+    const commit = commitAt(node, block.header.height);
+    return {
+      key,
+      value: value === undefined ? null : toBase64(value),
+      valueHash: value === undefined ? null : sha256Hex(value),
+      height: block.header.height,
+      proof: proofToJson(proof),
+      header: headerToJson(block.header, block.hash, block.headerBytes),
+      commit: commit === null ? null : commitToJson(commit),
+      validators: ledger
+        .validators()
+        .map((v) => ({
+          id: toHex(v.id),
+          publicKey: toBase64(v.publicKeySpki),
+          power: v.power,
+          dept: v.dept,
+        })),
+    };
+  });
+
+  app.get("/v1/status", { schema: schemas.getStatus }, async (request) => {
+    const block = ledger.latest();
+    return {
+      chainId: block.header.chainId,
+      version: apiVersion,
+      height: block.header.height,
+      latestHash: toHex(block.hash),
+      latestTime: new Date(block.header.timeMs).toISOString(),
+      stateRoot: toHex(block.header.stateRoot),
+      syncing: node.syncing,
+      validatorId: toHex(node.validatorId),
+      mempool: { txs: node.mempool.size, bytes: node.mempool.sizeBytes },
+      caller: {
+        certId: request.identity!.certId,
+        enrollmentId: request.identity!.enrollmentId,
+        dept: request.identity!.dept,
+        roles: [...request.identity!.roles],
+      },
+    };
+  });
+
+  app.get("/v1/openapi.json", { schema: { hide: true } as object }, async () => app.swagger());
+}
+
+function commitAt(node: ChainNode, height: number) {
+  const bytes = node.ledger.store.commitBytes(height);
+  return bytes === undefined ? null : decodeCommit(bytes);
+}

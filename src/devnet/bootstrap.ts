@@ -1,0 +1,178 @@
+/**
+ * Lays out a fresh local network in one folder: a root CA with its registry, the sample
+ * departments, an admin, an officer and an auditor per department (keys generated locally, enrolled
+ * through CSRs), node identities and data folders with a shared genesis.json.
+ *
+ *   <dir>/ca/                         root CA (key encrypted) and its registry
+ *   <dir>/secrets/passphrase          the one passphrase of this dev network's keys (mode 0600)
+ *   <dir>/identities/<id>/cert.pem    member certificates; key.pem beside each, encrypted
+ *   <dir>/nodes/node<i>/              node data folders (see src/node/config.ts)
+ *   <dir>/network.json                what was created, for tools and tests
+ *
+ * A development convenience only: production keeps each key's passphrase with its owner.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { createCsr, createRootCa } from "../ca/authority.ts";
+import type { Role } from "../ca/identity.ts";
+import { generateP256KeyPair, writeEncryptedPrivateKey } from "../ca/keys.ts";
+import { openRegistry } from "../ca/registry.ts";
+import { nodeFiles, writeNodeConfig } from "../node/config.ts";
+import type { GenesisFile } from "../node/genesis-file.ts";
+
+export const sampleDepartments = [
+  { code: "infocenter", name: "Municipal Information Center" },
+  { code: "civil", name: "Civil Affairs Bureau" },
+  { code: "police", name: "Public Security Bureau" },
+  { code: "social", name: "Human Resources and Social Security Bureau" },
+  { code: "tax", name: "Taxation Bureau" },
+  { code: "realestate", name: "Real Estate Registration Center" },
+  { code: "land", name: "Planning and Natural Resources Bureau" },
+  { code: "fund", name: "Housing Provident Fund Management Center" },
+  { code: "health", name: "Health Commission" },
+  { code: "market", name: "Market Regulation Administration" },
+] as const;
+
+export interface MemberFiles {
+  readonly enrollmentId: string;
+  readonly dept: string;
+  readonly roles: readonly string[];
+  readonly certPath: string;
+  readonly keyPath: string;
+}
+
+export interface NetworkLayout {
+  readonly dir: string;
+  readonly chainId: string;
+  readonly caCertPath: string;
+  readonly passphrasePath: string;
+  readonly members: MemberFiles[];
+  readonly nodes: Array<{
+    readonly name: string;
+    readonly dir: string;
+    readonly dept: string;
+    readonly apiPort: number;
+  }>;
+}
+
+export interface BootstrapOptions {
+  readonly dir: string;
+  readonly chainId?: string;
+  readonly nodes?: number;
+  readonly apiPortBase?: number;
+  readonly tls?: boolean;
+  readonly blockIntervalMs?: number;
+  /** Departments to create; defaults to the ten sample departments. */
+  readonly departments?: ReadonlyArray<{ code: string; name: string }>;
+  readonly now?: () => number;
+}
+
+const memberProfiles: ReadonlyArray<{ suffix: string; roles: Role[] }> = [
+  { suffix: "admin", roles: ["admin", "officer"] },
+  { suffix: "officer", roles: ["officer"] },
+  { suffix: "auditor", roles: ["auditor"] },
+];
+
+export async function bootstrapNetwork(options: BootstrapOptions): Promise<NetworkLayout> {
+  const dir = path.resolve(options.dir);
+  if (fs.existsSync(path.join(dir, "network.json"))) throw new Error(`${dir} already holds a network`);
+  fs.mkdirSync(path.join(dir, "secrets"), { recursive: true, mode: 0o700 });
+  const passphrase = crypto.randomBytes(24).toString("base64url");
+  const passphrasePath = path.join(dir, "secrets", "passphrase");
+  fs.writeFileSync(passphrasePath, `${passphrase}\n`, { mode: 0o600 });
+  const now = options.now ?? Date.now;
+  const chainId = options.chainId ?? "citychain-dev";
+  const departments = options.departments ?? sampleDepartments;
+  const operator = departments[0]!.code;
+
+  const ca = await createRootCa({
+    dir: path.join(dir, "ca"),
+    validityDays: 3650,
+    passphrase,
+    dept: operator,
+    now,
+  });
+  const registry = openRegistry({ ca, now });
+  try {
+    for (const d of departments) registry.registerDepartment(d.code, d.name);
+    const enroll = async (
+      enrollmentId: string,
+      dept: string,
+      roles: Role[],
+      kind: "user" | "node",
+      outDir: string,
+    ) => {
+      const { secret } = await registry.registerIdentity({ enrollmentId, dept, roles, kind });
+      const keys = generateP256KeyPair();
+      const certPem = await registry.enroll(
+        enrollmentId,
+        secret,
+        await createCsr(keys.privateKey, enrollmentId),
+      );
+      fs.mkdirSync(outDir, { recursive: true, mode: 0o700 });
+      return { certPem, privateKey: keys.privateKey };
+    };
+
+    const members: MemberFiles[] = [];
+    for (const d of departments) {
+      for (const p of memberProfiles) {
+        const enrollmentId = `${d.code}.${p.suffix}`;
+        const memberDir = path.join(dir, "identities", enrollmentId);
+        const { certPem, privateKey } = await enroll(enrollmentId, d.code, p.roles, "user", memberDir);
+        const certPath = path.join(memberDir, "cert.pem");
+        const keyPath = path.join(memberDir, "key.pem");
+        fs.writeFileSync(certPath, certPem);
+        writeEncryptedPrivateKey(keyPath, privateKey, passphrase);
+        members.push({ enrollmentId, dept: d.code, roles: p.roles, certPath, keyPath });
+      }
+    }
+
+    const nodeCount = options.nodes ?? 1;
+    const apiPortBase = options.apiPortBase ?? 7001;
+    const nodes: NetworkLayout["nodes"][number][] = [];
+    const validators: GenesisFile["validators"] = [];
+    for (let i = 0; i < nodeCount; i++) {
+      const dept = departments[i % departments.length]!.code;
+      const name = `node${i}`;
+      const nodeDir = path.join(dir, "nodes", name);
+      const { certPem, privateKey } = await enroll(
+        `${dept}.${name}`,
+        dept,
+        ["node"],
+        "node",
+        path.join(nodeDir, "identity"),
+      );
+      fs.writeFileSync(path.join(nodeDir, nodeFiles.cert), certPem);
+      writeEncryptedPrivateKey(path.join(nodeDir, nodeFiles.key), privateKey, passphrase);
+      fs.writeFileSync(path.join(nodeDir, nodeFiles.caCert), ca.certPem);
+      writeNodeConfig(nodeDir, {
+        api: { host: "127.0.0.1", port: apiPortBase + i, tls: options.tls ?? true },
+        blockIntervalMs: options.blockIntervalMs ?? 25,
+      });
+      validators.push({ certificate: certPem, power: 10 });
+      nodes.push({ name, dir: nodeDir, dept, apiPort: apiPortBase + i });
+    }
+
+    const genesis: GenesisFile = {
+      chainId,
+      genesisTime: new Date(now()).toISOString(),
+      operatorDept: operator,
+      roots: [ca.certPem],
+      departments: departments.map((d) => ({ code: d.code, name: d.name })),
+      validators,
+    };
+    for (const n of nodes)
+      fs.writeFileSync(path.join(n.dir, nodeFiles.genesis), `${JSON.stringify(genesis, null, 2)}\n`);
+    const caCertPath = path.join(dir, "ca", "ca-cert.pem");
+    const layout: NetworkLayout = { dir, chainId, caCertPath, passphrasePath, members, nodes };
+    fs.writeFileSync(path.join(dir, "network.json"), `${JSON.stringify(layout, null, 2)}\n`);
+    return layout;
+  } finally {
+    registry.close();
+  }
+}
+
+export function readNetworkLayout(dir: string): NetworkLayout {
+  return JSON.parse(fs.readFileSync(path.join(dir, "network.json"), "utf8")) as NetworkLayout;
+}

@@ -1,0 +1,285 @@
+/**
+ * The ledger of one node: the embedded store, the authenticated state tree and deterministic
+ * execution put together. It builds a block from transactions (proposer side), checks and applies
+ * a block made elsewhere (the consensus issue's replicas and catch-up), and commits either in one
+ * atomic step. It never reads the clock: block time is an argument.
+ */
+import {
+  type Block,
+  type Commit,
+  commitHash,
+  decodeBlock,
+  encodeBlock,
+  encodeCommit,
+  makeBlock,
+  txRootOf,
+  type Validator,
+  validatorsHashOf,
+} from "../core/block.ts";
+import { bytesEqual, encodeCanonical, toHex, utf8 } from "../core/encoding.ts";
+import { assert, CodedError } from "../core/errors.ts";
+import {
+  type BlockContext,
+  type BlockExecution,
+  type ExecutionPorts,
+  executeBlock,
+  type HandlerRegistry,
+  resultsRootOf,
+} from "../core/execution.ts";
+import { checkGenesis, type GenesisDoc, genesisBlock, genesisWrites } from "../core/genesis.ts";
+import { builtinHandlers } from "../core/handlers/index.ts";
+import type { X509Port } from "../core/identity.ts";
+import { type SmtBatchResult, SparseMerkleTree, smtNodeKeyToHex } from "../core/smt.ts";
+import type { SmtProof } from "../core/smt-proof.ts";
+import type { StateReader } from "../core/state.ts";
+import { type ChainParams, readChainParams, readValidators } from "../core/system-state.ts";
+import { decodeTx, signingBytes, type Tx } from "../core/tx.ts";
+import type { ChainStore } from "../storage/chain-store.ts";
+import type { NodeSignatureVerifier } from "./crypto-node.ts";
+
+/** Verdicts of signature checks made at admission, so execution does not verify twice. */
+export const signatureVerdictsMax = 500_000;
+
+export interface PreparedBlock {
+  readonly block: Block;
+  readonly execution: BlockExecution;
+  readonly tree: SmtBatchResult;
+}
+
+export class Ledger {
+  readonly handlers: HandlerRegistry = builtinHandlers();
+  private readonly verdicts = new Map<string, boolean>();
+  readonly tree: SparseMerkleTree;
+  readonly state: StateReader;
+  private latestBlock: Block;
+
+  constructor(
+    readonly store: ChainStore,
+    readonly x509: X509Port,
+    readonly verifier: NodeSignatureVerifier,
+  ) {
+    this.tree = new SparseMerkleTree({ get: (nodeKey) => store.treeNode(smtNodeKeyToHex(nodeKey)) });
+    this.state = { get: (key) => store.getState(key) };
+    const height = store.latestHeight();
+    if (height < 0)
+      throw new CodedError("NOT_FOUND", "the store has no genesis block; run `citychain node init`");
+    this.latestBlock = this.blockAt(height)!;
+    assert(
+      bytesEqual(this.tree.root(), this.latestBlock.header.stateRoot),
+      "state tree root matches the last block",
+    );
+  }
+
+  /** Writes block 0 from the genesis document into an empty store. */
+  static initGenesis(store: ChainStore, doc: GenesisDoc, x509: X509Port): Block {
+    if (store.latestHeight() >= 0) throw new CodedError("CONFLICT", "the store already has a genesis block");
+    const validators = checkGenesis(doc, x509);
+    const writes = genesisWrites(doc, validators);
+    const tree = new SparseMerkleTree({ get: (nodeKey) => store.treeNode(smtNodeKeyToHex(nodeKey)) });
+    const { root, nodeWrites } = tree.applyBatch(
+      [...writes].map(([key, value]) => ({ key: utf8(key), value })),
+    );
+    const block = genesisBlock(doc, validators, root);
+    store.commitBlock({
+      height: 0,
+      hash: block.hash,
+      timeMs: block.header.timeMs,
+      blockBytes: encodeBlock(block),
+      txCount: 0,
+      commitBytes: null,
+      txs: [],
+      stateWrites: writes,
+      treeWrites: nodeWrites,
+      stateRoot: root,
+    });
+    store.putMeta("chainId", utf8(doc.chainId));
+    return block;
+  }
+
+  latest(): Block {
+    return this.latestBlock;
+  }
+
+  height(): number {
+    return this.latestBlock.header.height;
+  }
+
+  params(): ChainParams {
+    return readChainParams(this.state);
+  }
+
+  validators(): readonly Validator[] {
+    return readValidators(this.state);
+  }
+
+  blockAt(height: number): Block | undefined {
+    const row = this.store.blockByHeight(height);
+    return row === undefined ? undefined : decodeStoredBlock(row.bytes);
+  }
+
+  proof(key: string): SmtProof {
+    return this.tree.getProof(utf8(key)).proof;
+  }
+
+  // ---- signature verdicts ----
+
+  private verdictKey(tx: Tx, index: number, spki: Uint8Array): string {
+    return `${tx.id}:${index}:${toHex(spki).slice(-32)}`;
+  }
+
+  /** Verifies a signature off the main thread and remembers the verdict for execution. */
+  async verifySignature(tx: Tx, index: number, spki: Uint8Array): Promise<boolean> {
+    const ok = await this.verifier.verifyAsync(
+      spki,
+      signingBytes(tx.bodyBytes),
+      tx.signatures[index]!.signature,
+    );
+    if (this.verdicts.size >= signatureVerdictsMax)
+      this.verdicts.delete(this.verdicts.keys().next().value as string);
+    this.verdicts.set(this.verdictKey(tx, index, spki), ok);
+    return ok;
+  }
+
+  private readonly ports: ExecutionPorts = {
+    x509: { parse: (der) => this.x509.parse(der), verifyIssuedBy: (c, i) => this.x509.verifyIssuedBy(c, i) },
+    isCommitted: (txId) => this.store.isCommitted(txId),
+    checkSignature: (tx, index, spki) => {
+      const key = this.verdictKey(tx, index, spki);
+      const known = this.verdicts.get(key);
+      if (known !== undefined) {
+        this.verdicts.delete(key);
+        return known;
+      }
+      return this.verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[index]!.signature);
+    },
+  };
+
+  // ---- blocks ----
+
+  private context(height: number, timeMs: number): BlockContext {
+    const params = this.params();
+    return { chainId: params.chainId, height, timeMs, params };
+  }
+
+  /** Proposer side: executes candidates, leaves out the rejected ones, and builds the next block. */
+  buildBlock(
+    candidates: readonly Tx[],
+    timeMs: number,
+    proposer: Uint8Array,
+    lastCommit: Commit | null,
+  ): PreparedBlock {
+    const prev = this.latestBlock;
+    const height = prev.header.height + 1;
+    const blockTime = Math.max(timeMs, prev.header.timeMs + 1);
+    const execution = executeBlock(
+      this.ports,
+      this.handlers,
+      this.state,
+      this.context(height, blockTime),
+      candidates,
+    );
+    return this.seal(execution, height, blockTime, proposer, lastCommit);
+  }
+
+  private seal(
+    execution: BlockExecution,
+    height: number,
+    timeMs: number,
+    proposer: Uint8Array,
+    lastCommit: Commit | null,
+  ): PreparedBlock {
+    const tree = this.tree.applyBatch(
+      [...execution.writes].map(([key, value]) => ({ key: utf8(key), value })),
+    );
+    const txs = execution.included.map((tx) => tx.bytes);
+    const block = makeBlock(
+      {
+        chainId: this.latestBlock.header.chainId,
+        height,
+        timeMs,
+        prevHash: this.latestBlock.hash,
+        txRoot: txRootOf(txs),
+        resultsRoot: resultsRootOf(execution.results),
+        stateRoot: tree.root,
+        validatorsHash: validatorsHashOf(this.validators()),
+        proposer,
+        lastCommitHash: commitHash(lastCommit),
+      },
+      txs,
+      lastCommit,
+    );
+    return { block, execution, tree };
+  }
+
+  /**
+   * Replica side: re-executes a block made by someone else and accepts it only if every transaction
+   * is authentic and every root in its header is what this node computes.
+   */
+  checkBlock(block: Block): PreparedBlock {
+    const prev = this.latestBlock;
+    const h = block.header;
+    if (h.height !== prev.header.height + 1)
+      throw invalid(`height ${h.height} does not follow ${prev.header.height}`);
+    if (!bytesEqual(h.prevHash, prev.hash)) throw invalid("prevHash does not match the last block");
+    if (h.timeMs <= prev.header.timeMs) throw invalid("block time does not increase");
+    const txs = block.txs.map((bytes) => decodeTx(bytes, this.params().txBytesMax));
+    const execution = executeBlock(
+      this.ports,
+      this.handlers,
+      this.state,
+      this.context(h.height, h.timeMs),
+      txs,
+    );
+    if (execution.rejected.length > 0) {
+      const first = execution.rejected[0]!;
+      throw invalid(`transaction ${first.txId} is not valid: ${first.error.message}`);
+    }
+    const prepared = this.seal(execution, h.height, h.timeMs, h.proposer, block.lastCommit);
+    if (!bytesEqual(prepared.block.hash, block.hash)) {
+      const mine = prepared.block.header;
+      const field = !bytesEqual(mine.txRoot, h.txRoot)
+        ? "txRoot"
+        : !bytesEqual(mine.stateRoot, h.stateRoot)
+          ? "stateRoot"
+          : !bytesEqual(mine.resultsRoot, h.resultsRoot)
+            ? "resultsRoot"
+            : "header";
+      throw invalid(`block ${h.height}: ${field} differs from this node's execution`, field);
+    }
+    return prepared;
+  }
+
+  /** Writes the block with its results, state, tree nodes and commit in one transaction. */
+  commit(prepared: PreparedBlock, commit: Commit | null): void {
+    const { block, execution } = prepared;
+    assert(block.header.height === this.height() + 1, "blocks commit in order");
+    this.store.commitBlock({
+      height: block.header.height,
+      hash: block.hash,
+      timeMs: block.header.timeMs,
+      blockBytes: encodeBlock(block),
+      txCount: block.txs.length,
+      commitBytes: commit === null ? null : encodeCommit(commit),
+      txs: execution.results.map((r, index) => ({
+        id: r.txId,
+        index,
+        code: r.code,
+        message: r.message,
+        data: encodeCanonical(r.data),
+      })),
+      stateWrites: execution.writes,
+      treeWrites: prepared.tree.nodeWrites,
+      stateRoot: block.header.stateRoot,
+    });
+    this.tree.commit(prepared.tree);
+    this.latestBlock = block;
+  }
+}
+
+function invalid(message: string, field?: string): CodedError {
+  return new CodedError("BLOCK_MALFORMED", message, field);
+}
+
+export function decodeStoredBlock(bytes: Uint8Array): Block {
+  return decodeBlock(bytes);
+}

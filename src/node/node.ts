@@ -1,0 +1,295 @@
+/**
+ * One department's node: admits signed transactions into the mempool, produces blocks, commits them
+ * and tells waiting clients. In this single-validator form the node is its own proposer and signs
+ * its own commit; the consensus issue replaces `produceBlock` with Tendermint rounds across nodes.
+ */
+import { EventEmitter } from "node:events";
+import {
+  type Block,
+  type Commit,
+  decodeCommit,
+  validatorIdOf,
+  voteSigningBytes,
+  voteTypePrecommit,
+} from "../core/block.ts";
+import { bytesEqual } from "../core/encoding.ts";
+import { CodedError } from "../core/errors.ts";
+import { findCertificate, type Identity, resolveIdentity } from "../core/identity.ts";
+import { decodeTx, type Tx } from "../core/tx.ts";
+import type { Clock } from "./clock.ts";
+import type { NodeSigner } from "./crypto-node.ts";
+import type { Ledger } from "./ledger.ts";
+import { defaultMempoolOptions, Mempool, type MempoolOptions } from "./mempool.ts";
+
+export interface NodeOptions {
+  /** Pause after a block before the next one, so a block gathers many transactions. */
+  readonly blockIntervalMs: number;
+  /** Longest a client may wait for its transaction to commit. */
+  readonly commitWaitMsMax: number;
+  /** Clients waiting for commits at once. */
+  readonly commitWaitersMax: number;
+  readonly mempool: MempoolOptions;
+}
+
+export const defaultNodeOptions: NodeOptions = {
+  blockIntervalMs: 25,
+  commitWaitMsMax: 60_000,
+  commitWaitersMax: 100_000,
+  mempool: defaultMempoolOptions,
+};
+
+export type TxStatus =
+  | { readonly txId: string; readonly status: "pending" }
+  | {
+      readonly txId: string;
+      readonly status: "committed";
+      readonly height: number;
+      readonly index: number;
+      readonly code: string;
+      readonly message: string;
+      readonly data: Uint8Array;
+    }
+  | { readonly txId: string; readonly status: "rejected"; readonly code: string; readonly message: string };
+
+interface Waiter {
+  resolve(status: TxStatus): void;
+}
+
+export interface NodeEvents {
+  block: [Block];
+}
+
+export class ChainNode extends EventEmitter<NodeEvents> {
+  readonly mempool: Mempool;
+  private readonly waiters = new Map<string, Waiter[]>();
+  private waiterCount = 0;
+  private readonly rejected = new Map<string, TxStatus>();
+  private timer: NodeJS.Timeout | null = null;
+  private producing = false;
+  private stopped = false;
+  private lastCommit: Commit | null;
+  readonly validatorId: Uint8Array;
+
+  constructor(
+    readonly ledger: Ledger,
+    private readonly signer: NodeSigner,
+    private readonly clock: Clock,
+    readonly options: NodeOptions = defaultNodeOptions,
+  ) {
+    super();
+    this.mempool = new Mempool(options.mempool);
+    this.validatorId = validatorIdOf(signer.publicKeySpki);
+    const height = ledger.height();
+    const commitBytes = ledger.store.commitBytes(height);
+    this.lastCommit = commitBytes === undefined ? null : decodeCommit(commitBytes);
+    if (!ledger.validators().some((v) => bytesEqual(v.id, this.validatorId))) {
+      throw new CodedError("FORBIDDEN", "this node's key is not in the validator set");
+    }
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    while (this.producing) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  get syncing(): boolean {
+    return false;
+  }
+
+  // ---- admission ----
+
+  /** Authenticates the transaction's signers at the node's current time. */
+  resolveSigners(tx: Tx, atMs: number): Identity[] {
+    return tx.signatures.map((s) =>
+      resolveIdentity(
+        this.ledger.x509,
+        this.ledger.state,
+        findCertificate(this.ledger.state, s.signer),
+        atMs,
+      ),
+    );
+  }
+
+  /**
+   * Admits a transaction. Idempotent: a transaction already pending or committed answers with its
+   * status instead of an error, so a client may resend after a timeout without fear.
+   */
+  async submit(bytes: Uint8Array): Promise<TxStatus> {
+    if (this.stopped) throw new CodedError("NODE_STOPPING", "the node is stopping");
+    const params = this.ledger.params();
+    const tx = decodeTx(bytes, params.txBytesMax);
+    const known = this.status(tx.id);
+    if (known.status !== "rejected") return known;
+    const now = this.clock.now();
+    if (tx.body.chainId !== params.chainId)
+      throw new CodedError("TX_WRONG_CHAIN", `this node serves ${params.chainId}`, "chainId");
+    if (tx.body.expiresAtMs < now)
+      throw new CodedError("TX_EXPIRED", "transaction has expired", "expiresAtMs");
+    if (tx.body.expiresAtMs > now + params.txTtlMsMax) {
+      throw new CodedError(
+        "TX_EXPIRY_TOO_FAR",
+        `expiry is more than ${params.txTtlMsMax} ms ahead`,
+        "expiresAtMs",
+      );
+    }
+    this.mempool.checkRoom(tx);
+    const signers = this.resolveSigners(tx, now);
+    const verdicts = await Promise.all(
+      signers.map((id, i) => this.ledger.verifySignature(tx, i, id.publicKeySpki)),
+    );
+    const bad = verdicts.indexOf(false);
+    if (bad >= 0)
+      throw new CodedError("SIGNATURE_INVALID", `signature ${bad} does not verify`, `signatures[${bad}]`);
+    if (this.mempool.has(tx.id) || this.ledger.store.isCommitted(tx.id)) return this.status(tx.id);
+    this.mempool.add(tx);
+    this.rejected.delete(tx.id);
+    this.schedule();
+    return { txId: tx.id, status: "pending" };
+  }
+
+  status(txId: string): TxStatus {
+    const stored = this.ledger.store.getTx(txId);
+    if (stored !== undefined) {
+      return {
+        txId,
+        status: "committed",
+        height: stored.height,
+        index: stored.index,
+        code: stored.code,
+        message: stored.message,
+        data: stored.data,
+      };
+    }
+    if (this.mempool.has(txId)) return { txId, status: "pending" };
+    return (
+      this.rejected.get(txId) ?? {
+        txId,
+        status: "rejected",
+        code: "TX_NOT_FOUND",
+        message: "unknown transaction",
+      }
+    );
+  }
+
+  /** Resolves when the transaction commits or is rejected, or with "pending" after `timeoutMs`. */
+  waitFor(txId: string, timeoutMs: number): Promise<TxStatus> {
+    const now = this.status(txId);
+    if (now.status !== "pending") return Promise.resolve(now);
+    if (this.waiterCount >= this.options.commitWaitersMax) {
+      throw new CodedError("RATE_LIMITED", "too many clients are waiting for commits");
+    }
+    return new Promise((resolve) => {
+      let done = false;
+      const timer = setTimeout(
+        () => finish(this.status(txId)),
+        Math.min(timeoutMs, this.options.commitWaitMsMax),
+      );
+      const finish = (status: TxStatus) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.removeWaiter(txId, waiter);
+        resolve(status);
+      };
+      const waiter: Waiter = { resolve: finish };
+      const list = this.waiters.get(txId) ?? [];
+      list.push(waiter);
+      this.waiters.set(txId, list);
+      this.waiterCount++;
+    });
+  }
+
+  private removeWaiter(txId: string, waiter: Waiter): void {
+    const list = this.waiters.get(txId);
+    if (list === undefined) return;
+    const i = list.indexOf(waiter);
+    if (i < 0) return;
+    list.splice(i, 1);
+    this.waiterCount--;
+    if (list.length === 0) this.waiters.delete(txId);
+  }
+
+  private notify(txId: string): void {
+    const list = this.waiters.get(txId);
+    if (list === undefined) return;
+    const status = this.status(txId);
+    for (const w of [...list]) w.resolve(status);
+  }
+
+  // ---- block production ----
+
+  private schedule(): void {
+    if (this.stopped || this.timer !== null || this.producing || this.mempool.size === 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.produceBlock();
+    }, this.options.blockIntervalMs);
+  }
+
+  private produceBlock(): void {
+    if (this.stopped || this.mempool.size === 0) return;
+    this.producing = true;
+    try {
+      const params = this.ledger.params();
+      const candidates = this.mempool.peek(params.blockTxsMax, params.blockBytesMax - 64 * 1024);
+      const prepared = this.ledger.buildBlock(
+        candidates,
+        this.clock.now(),
+        this.validatorId,
+        this.lastCommit,
+      );
+      const { block } = prepared;
+      const commit = this.signCommit(block);
+      this.ledger.commit(prepared, commit);
+      this.lastCommit = commit;
+      for (const r of prepared.execution.rejected) {
+        this.mempool.remove(r.txId);
+        this.rememberRejected({
+          txId: r.txId,
+          status: "rejected",
+          code: r.error.code,
+          message: r.error.message,
+        });
+        this.notify(r.txId);
+      }
+      for (const tx of prepared.execution.included) {
+        this.mempool.remove(tx.id);
+        this.notify(tx.id);
+      }
+      this.emit("block", block);
+    } finally {
+      this.producing = false;
+    }
+    this.schedule();
+  }
+
+  private signCommit(block: Block): Commit {
+    const bytes = voteSigningBytes(
+      block.header.chainId,
+      voteTypePrecommit,
+      block.header.height,
+      0,
+      block.hash,
+    );
+    const signature = this.signer.signSync(bytes);
+    return {
+      height: block.header.height,
+      round: 0,
+      blockHash: block.hash,
+      signatures: [{ validatorId: this.validatorId, signature }],
+    };
+  }
+
+  private rememberRejected(status: TxStatus): void {
+    // Bounded: rejected ids are a courtesy for clients polling status, not a ledger record.
+    if (this.rejected.size >= 100_000) this.rejected.delete(this.rejected.keys().next().value as string);
+    this.rejected.set(status.txId, status);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Starting and stopping a node from its data folder: the composition root that hands the core its
+ * real ports (system clock, SQLite store, node:crypto, sockets).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { FastifyInstance } from "fastify";
+import { buildApi, defaultApiOptions } from "../api/server.ts";
+import { type PassphraseSource, readPrivateKey, resolvePassphrase } from "../ca/keys.ts";
+import { CodedError } from "../core/errors.ts";
+import { ChainStore } from "../storage/chain-store.ts";
+import { type Clock, systemClock } from "./clock.ts";
+import { nodeFiles, readNodeConfig } from "./config.ts";
+import { NodeSignatureVerifier, NodeSigner } from "./crypto-node.ts";
+import { readGenesisFile } from "./genesis-file.ts";
+import { Ledger } from "./ledger.ts";
+import { ChainNode, defaultNodeOptions } from "./node.ts";
+import { nodeX509 } from "./x509-port.ts";
+
+export interface RunningNode {
+  readonly node: ChainNode;
+  readonly api: FastifyInstance;
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export interface StartNodeOptions {
+  readonly dir: string;
+  readonly passphrase: PassphraseSource;
+  readonly clock?: Clock;
+  readonly logger?: boolean;
+}
+
+/** Creates the ledger from genesis.json when the folder has none yet. */
+export function openLedger(dir: string): Ledger {
+  const store = ChainStore.open(dir);
+  try {
+    if (store.latestHeight() < 0) {
+      const genesisPath = path.join(dir, nodeFiles.genesis);
+      if (!fs.existsSync(genesisPath))
+        throw new CodedError("NOT_FOUND", `no ${genesisPath}; run citychain node init`);
+      Ledger.initGenesis(store, readGenesisFile(genesisPath), nodeX509);
+    }
+    return new Ledger(store, nodeX509, new NodeSignatureVerifier());
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+}
+
+export async function startNode(options: StartNodeOptions): Promise<RunningNode> {
+  const { dir } = options;
+  const clock = options.clock ?? systemClock;
+  const config = readNodeConfig(dir);
+  const passphrase = resolvePassphrase(options.passphrase);
+  const privateKey = readPrivateKey(path.join(dir, nodeFiles.key), { passphrase });
+  const ledger = openLedger(dir);
+  const node = new ChainNode(ledger, new NodeSigner(privateKey), clock, {
+    ...defaultNodeOptions,
+    blockIntervalMs: config.blockIntervalMs,
+    mempool: {
+      txsMax: config.mempoolTxsMax,
+      bytesMax: config.mempoolBytesMax,
+      txsPerSenderMax: config.mempoolTxsPerSenderMax,
+    },
+  });
+  const tls = config.api.tls
+    ? {
+        certPem: fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8"),
+        keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
+        passphrase,
+      }
+    : undefined;
+  const api = await buildApi(node, () => clock.now(), {
+    ...defaultApiOptions,
+    bodyBytesMax: config.apiBodyBytesMax,
+    logger: options.logger ?? false,
+    ...(tls === undefined ? {} : { tls }),
+  });
+  node.start();
+  const address = await api.listen({ host: config.api.host, port: config.api.port });
+  let closed = false;
+  return {
+    node,
+    api,
+    url: address,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await api.close();
+      await node.stop();
+      ledger.store.close();
+    },
+  };
+}

@@ -1,0 +1,187 @@
+/**
+ * The citychain client: signs every request (RFC 9421) with a CA-issued identity, submits signed
+ * transactions, reads blocks and state, and verifies proofs itself. Runs in Node and the browser;
+ * in Node, pass a `fetch` that trusts the consortium root (see `nodeFetch` in ./node.ts).
+ */
+
+import type { Validator } from "../core/block.ts";
+import type { Canonical } from "../core/encoding.ts";
+import { toBase64 } from "../core/encoding.ts";
+import { signRequest } from "../core/httpsig.ts";
+import type { CommitJson, HeaderJson } from "../core/views.ts";
+import { CitychainError } from "./errors.ts";
+import { type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
+import { type StateResponse, validatorsFromJson, verifyStateResponse } from "./verify.ts";
+
+export type FetchLike = (
+  input: string,
+  init: { method: string; headers: Record<string, string>; body?: Uint8Array },
+) => Promise<{
+  status: number;
+  text(): Promise<string>;
+}>;
+
+export interface ClientOptions {
+  /** Base URL of a node's API, e.g. https://127.0.0.1:7001 */
+  readonly url: string;
+  readonly identity: TxIdentity;
+  readonly fetch?: FetchLike;
+  /** Clock in ms; default Date.now. */
+  readonly now?: () => number;
+  /** Validator set trusted for proofs (from genesis); when absent, proofs are checked against the set the node reports. */
+  readonly trustedValidators?: readonly Validator[];
+  /** Send the certificate with every request (default true until the ledger knows it). */
+  readonly sendCertificate?: boolean;
+}
+
+export interface TxStatusJson {
+  txId: string;
+  status: "pending" | "committed" | "rejected";
+  height?: number;
+  index?: number;
+  code?: string;
+  message?: string;
+  data?: unknown;
+}
+
+export interface BlockJson {
+  header: HeaderJson;
+  txs: string[];
+  lastCommit: CommitJson | null;
+  commit: CommitJson | null;
+}
+
+export class CitychainClient {
+  private readonly fetchFn: FetchLike;
+  private readonly now: () => number;
+  private chainIdCache: string | null = null;
+
+  constructor(private readonly options: ClientOptions) {
+    this.fetchFn = options.fetch ?? (globalThis.fetch as unknown as FetchLike);
+    this.now = options.now ?? Date.now;
+  }
+
+  get identity(): TxIdentity {
+    return this.options.identity;
+  }
+
+  async request<T>(
+    method: "GET" | "POST",
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
+    const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
+    const { identity } = this.options;
+    const headers = await signRequest({
+      method,
+      url: path,
+      ...(bytes === undefined ? {} : { body: bytes }),
+      signer: identity.signer,
+      certId: identity.certId,
+      ...(this.options.sendCertificate === false ? {} : { certDer: identity.certDer }),
+      nowMs: this.now(),
+    });
+    if (bytes !== undefined) headers["content-type"] = "application/json";
+    const response = await this.fetchFn(this.options.url + path, {
+      method,
+      headers,
+      ...(bytes === undefined ? {} : { body: bytes }),
+    });
+    const text = await response.text();
+    let parsed: unknown;
+    try {
+      parsed = text.length === 0 ? null : JSON.parse(text);
+    } catch {
+      throw new CitychainError(
+        "BAD_RESPONSE",
+        `node answered ${response.status} with non-JSON`,
+        response.status,
+      );
+    }
+    if (response.status >= 400) {
+      const e = (parsed as { error?: { code: string; message: string; field?: string } } | null)?.error;
+      throw new CitychainError(
+        e?.code ?? "HTTP_ERROR",
+        e?.message ?? `HTTP ${response.status}`,
+        response.status,
+        e?.field,
+      );
+    }
+    return { status: response.status, body: parsed as T };
+  }
+
+  async status(): Promise<{ chainId: string; height: number; latestHash: string; [k: string]: unknown }> {
+    return (await this.request<{ chainId: string; height: number; latestHash: string }>("GET", "/v1/status"))
+      .body;
+  }
+
+  async chainId(): Promise<string> {
+    this.chainIdCache ??= (await this.status()).chainId;
+    return this.chainIdCache;
+  }
+
+  async buildTx(type: string, payload: Canonical, coSigners: readonly TxIdentity[] = []): Promise<BuiltTx> {
+    return buildTx({
+      chainId: await this.chainId(),
+      type,
+      payload,
+      signers: [this.options.identity, ...coSigners],
+      nowMs: this.now(),
+    });
+  }
+
+  async submitBytes(
+    bytes: Uint8Array,
+    options: { wait?: boolean; waitMs?: number } = {},
+  ): Promise<TxStatusJson> {
+    const body = {
+      tx: toBase64(bytes),
+      ...(options.wait ? { wait: true } : {}),
+      ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }),
+    };
+    return (await this.request<TxStatusJson>("POST", "/v1/tx", body)).body;
+  }
+
+  async submitBatch(
+    txs: readonly Uint8Array[],
+  ): Promise<Array<TxStatusJson & { error?: { code: string; message: string } }>> {
+    return (await this.request<{ results: TxStatusJson[] }>("POST", "/v1/txs", { txs: txs.map(toBase64) }))
+      .body.results;
+  }
+
+  /** Builds, signs and submits; with wait, resolves when committed (throws on a failed or rejected result). */
+  async send(
+    type: string,
+    payload: Canonical,
+    options: { wait?: boolean; coSigners?: TxIdentity[] } = {},
+  ): Promise<TxStatusJson> {
+    const tx = await this.buildTx(type, payload, options.coSigners);
+    const status = await this.submitBytes(tx.bytes, { wait: options.wait ?? true });
+    if (status.status === "rejected" || (status.status === "committed" && status.code !== "OK")) {
+      throw new CitychainError(status.code ?? "TX_FAILED", status.message ?? "transaction failed", 400);
+    }
+    return status;
+  }
+
+  async tx(id: string): Promise<TxStatusJson> {
+    return (await this.request<TxStatusJson>("GET", `/v1/tx/${id}`)).body;
+  }
+
+  async block(ref: number | string | "latest" = "latest"): Promise<BlockJson> {
+    return (await this.request<BlockJson>("GET", `/v1/blocks/${ref}`)).body;
+  }
+
+  /** Reads a state key and verifies its proof and the block's commit before returning the value. */
+  async state(key: string): Promise<{ value: Uint8Array | null; height: number }> {
+    const response = (await this.request<StateResponse>("GET", `/v1/state?key=${encodeURIComponent(key)}`))
+      .body;
+    const trusted = this.options.trustedValidators ?? validatorsFromJson(response.validators);
+    const value = await verifyStateResponse(response, trusted);
+    return { value, height: response.height };
+  }
+
+  /** The raw /v1/state answer, unverified (for tools that verify later or elsewhere). */
+  async stateRaw(key: string): Promise<StateResponse> {
+    return (await this.request<StateResponse>("GET", `/v1/state?key=${encodeURIComponent(key)}`)).body;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * Offline verification of what a node returns, so a client trusts the validators, not the node it
+ * asked: a header is final when validators holding more than 2/3 of the voting power signed a
+ * precommit for its hash; a state value is genuine when its proof leads to that header's state root.
+ */
+import {
+  type BlockHeader,
+  blockHashOf,
+  decodeHeader,
+  totalPower,
+  type Validator,
+  validatorsHashOf,
+  voteSigningBytes,
+  voteTypePrecommit,
+} from "../core/block.ts";
+import { bytesEqual, fromBase64, fromHex, toHex, utf8 } from "../core/encoding.ts";
+import { isCanonicalP256Signature } from "../core/signature.ts";
+import { proofFromJson, verifyProof } from "../core/smt-proof.ts";
+import type { CommitJson, HeaderJson } from "../core/views.ts";
+
+export class VerificationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VerificationError";
+  }
+}
+
+export interface ValidatorJson {
+  id: string;
+  publicKey: string;
+  power: number;
+  dept: string;
+}
+
+export function validatorsFromJson(list: readonly ValidatorJson[]): Validator[] {
+  return list.map((v) => ({
+    id: fromHex(v.id),
+    publicKeySpki: fromBase64(v.publicKey),
+    power: v.power,
+    dept: v.dept,
+  }));
+}
+
+async function verifyP256(spki: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  if (!isCanonicalP256Signature(signature)) return false;
+  try {
+    const key = await globalThis.crypto.subtle.importKey(
+      "spki",
+      spki as Uint8Array<ArrayBuffer>,
+      { name: "ECDSA", namedCurve: "P-256" },
+      false,
+      ["verify"],
+    );
+    return await globalThis.crypto.subtle.verify(
+      { name: "ECDSA", hash: "SHA-256" },
+      key,
+      signature as Uint8Array<ArrayBuffer>,
+      message as Uint8Array<ArrayBuffer>,
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** Checks header bytes against the claimed hash and a commit by > 2/3 of `validators`' power. */
+export async function verifyCommittedHeader(
+  header: HeaderJson,
+  commit: CommitJson | null,
+  validators: readonly Validator[],
+): Promise<BlockHeader> {
+  const headerBytes = fromBase64(header.headerBytes, "headerBytes");
+  const hash = blockHashOf(headerBytes);
+  if (toHex(hash) !== header.hash)
+    throw new VerificationError("header bytes do not hash to the claimed block hash");
+  const decoded = decodeHeader(headerBytes);
+  if (!bytesEqual(decoded.validatorsHash, validatorsHashOf(validators))) {
+    throw new VerificationError("the block was made by a different validator set than the one trusted");
+  }
+  if (commit === null) throw new VerificationError("no commit certificate for this block");
+  if (commit.blockHash !== header.hash || commit.height !== decoded.height) {
+    throw new VerificationError("commit is for another block");
+  }
+  const message = voteSigningBytes(decoded.chainId, voteTypePrecommit, decoded.height, commit.round, hash);
+  const counted = new Set<string>();
+  let power = 0;
+  for (const s of commit.signatures) {
+    const v = validators.find((x) => toHex(x.id) === s.validatorId);
+    if (v === undefined || counted.has(s.validatorId)) continue;
+    if (await verifyP256(v.publicKeySpki, message, fromBase64(s.signature))) {
+      counted.add(s.validatorId);
+      power += v.power;
+    }
+  }
+  if (power * 3 <= totalPower(validators) * 2) {
+    throw new VerificationError(
+      `commit signatures hold ${power} of ${totalPower(validators)} voting power, not > 2/3`,
+    );
+  }
+  return decoded;
+}
+
+export interface StateResponse {
+  key: string;
+  value: string | null;
+  height: number;
+  proof: unknown;
+  header: HeaderJson;
+  commit: CommitJson | null;
+  validators: ValidatorJson[];
+}
+
+/** Verifies a /v1/state answer end to end; returns the value (null when the key is absent). */
+export async function verifyStateResponse(
+  response: StateResponse,
+  trustedValidators: readonly Validator[],
+): Promise<Uint8Array | null> {
+  const header = await verifyCommittedHeader(response.header, response.commit, trustedValidators);
+  const value = response.value === null ? null : fromBase64(response.value, "value");
+  let proof: ReturnType<typeof proofFromJson>;
+  try {
+    proof = proofFromJson(response.proof);
+  } catch {
+    throw new VerificationError("proof is malformed");
+  }
+  if (!verifyProof(header.stateRoot, utf8(response.key), value, proof)) {
+    throw new VerificationError(
+      `proof for ${response.key} does not lead to the state root of block ${header.height}`,
+    );
+  }
+  return value;
+}

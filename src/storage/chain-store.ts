@@ -1,0 +1,267 @@
+/**
+ * The node's embedded database (SQLite through better-sqlite3): blocks, commit certificates, the
+ * transaction index, world state and the state tree's nodes.
+ *
+ * Crash safety: a block, its commit, its results, its state writes and its tree nodes go to disk in
+ * one SQLite transaction (WAL journal, synchronous=FULL), and nothing is acknowledged before that
+ * transaction returns. After `kill -9` at any instant the database holds every block up to the last
+ * acknowledged one, whole, and nothing of a block that was not acknowledged.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { assert, CodedError } from "../core/errors.ts";
+
+export const chainStoreSchemaVersion = 1;
+export const chainDbFileName = "chain.db";
+
+export interface StoredTx {
+  readonly id: string;
+  readonly height: number;
+  readonly index: number;
+  readonly code: string;
+  readonly message: string;
+  readonly data: Uint8Array;
+}
+
+export interface BlockRow {
+  readonly height: number;
+  readonly hash: Uint8Array;
+  readonly timeMs: number;
+  readonly txCount: number;
+  readonly bytes: Uint8Array;
+}
+
+export interface BlockCommitBatch {
+  readonly height: number;
+  readonly hash: Uint8Array;
+  readonly timeMs: number;
+  readonly blockBytes: Uint8Array;
+  readonly txCount: number;
+  readonly commitBytes: Uint8Array | null;
+  readonly txs: ReadonlyArray<Omit<StoredTx, "height">>;
+  readonly stateWrites: ReadonlyMap<string, Uint8Array | null>;
+  readonly treeWrites: ReadonlyMap<string, Uint8Array | null>;
+  readonly stateRoot: Uint8Array;
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+  height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, time_ms INTEGER NOT NULL,
+  tx_count INTEGER NOT NULL, block BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS commits (height INTEGER PRIMARY KEY, commit_bytes BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS txs (
+  id BLOB PRIMARY KEY, height INTEGER NOT NULL, idx INTEGER NOT NULL, code TEXT NOT NULL,
+  message TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS txs_by_height ON txs (height, idx);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
+`;
+
+function hexToBuffer(hex: string): Buffer {
+  return Buffer.from(hex, "hex");
+}
+
+export class ChainStore {
+  readonly db: Database.Database;
+  private readonly statements;
+  private heightCache: number;
+
+  private constructor(db: Database.Database) {
+    this.db = db;
+    this.statements = {
+      getMeta: db.prepare<[string], { value: Buffer }>("SELECT value FROM meta WHERE key = ?"),
+      putMeta: db.prepare<[string, Buffer]>("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"),
+      maxHeight: db.prepare<[], { h: number | null }>("SELECT MAX(height) AS h FROM blocks"),
+      blockByHeight: db.prepare<[number], RawBlockRow>("SELECT * FROM blocks WHERE height = ?"),
+      blockByHash: db.prepare<[Buffer], RawBlockRow>("SELECT * FROM blocks WHERE hash = ?"),
+      blocksFrom: db.prepare<[number, number], RawBlockRow>(
+        "SELECT * FROM blocks WHERE height >= ? ORDER BY height LIMIT ?",
+      ),
+      insertBlock: db.prepare<[number, Buffer, number, number, Buffer]>(
+        "INSERT INTO blocks (height, hash, time_ms, tx_count, block) VALUES (?, ?, ?, ?, ?)",
+      ),
+      insertCommit: db.prepare<[number, Buffer]>(
+        "INSERT OR REPLACE INTO commits (height, commit_bytes) VALUES (?, ?)",
+      ),
+      getCommit: db.prepare<[number], { commit_bytes: Buffer }>(
+        "SELECT commit_bytes FROM commits WHERE height = ?",
+      ),
+      insertTx: db.prepare<[Buffer, number, number, string, string, Buffer]>(
+        "INSERT INTO txs (id, height, idx, code, message, data) VALUES (?, ?, ?, ?, ?, ?)",
+      ),
+      getTx: db.prepare<[Buffer], RawTxRow>("SELECT * FROM txs WHERE id = ?"),
+      hasTx: db.prepare<[Buffer], { one: number }>("SELECT 1 AS one FROM txs WHERE id = ?"),
+      getState: db.prepare<[string], { value: Buffer }>("SELECT value FROM state WHERE key = ?"),
+      putState: db.prepare<[string, Buffer, number]>(
+        "INSERT OR REPLACE INTO state (key, value, height) VALUES (?, ?, ?)",
+      ),
+      deleteState: db.prepare<[string]>("DELETE FROM state WHERE key = ?"),
+      stateRange: db.prepare<[string, string, number], { key: string; value: Buffer }>(
+        "SELECT key, value FROM state WHERE key > ? AND key < ? ORDER BY key LIMIT ?",
+      ),
+      allState: db.prepare<[], { key: string; value: Buffer }>("SELECT key, value FROM state ORDER BY key"),
+      getNode: db.prepare<[string], { node: Buffer }>("SELECT node FROM tree_nodes WHERE node_key = ?"),
+      putNode: db.prepare<[string, Buffer]>(
+        "INSERT OR REPLACE INTO tree_nodes (node_key, node) VALUES (?, ?)",
+      ),
+      deleteNode: db.prepare<[string]>("DELETE FROM tree_nodes WHERE node_key = ?"),
+    };
+    this.heightCache = this.statements.maxHeight.get()?.h ?? -1;
+  }
+
+  static open(dir: string, options: { readonly?: boolean } = {}): ChainStore {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = path.join(dir, chainDbFileName);
+    if (options.readonly && !fs.existsSync(file)) {
+      throw new CodedError("NOT_FOUND", `no chain database at ${file}`);
+    }
+    const db = new Database(file, { readonly: options.readonly ?? false });
+    if (!options.readonly) {
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = FULL");
+      db.exec(schema);
+      const version = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as
+        | { value: Buffer }
+        | undefined;
+      if (version === undefined) {
+        db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(
+          Buffer.from(String(chainStoreSchemaVersion)),
+        );
+      } else if (version.value.toString() !== String(chainStoreSchemaVersion)) {
+        throw new CodedError(
+          "STORAGE_CORRUPT",
+          `database schema ${version.value.toString()} is not supported`,
+        );
+      }
+    }
+    db.pragma("cache_size = -65536");
+    return new ChainStore(db);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Height of the last committed block, -1 before genesis. */
+  latestHeight(): number {
+    return this.heightCache;
+  }
+
+  getMeta(key: string): Uint8Array | undefined {
+    return this.statements.getMeta.get(key)?.value;
+  }
+
+  putMeta(key: string, value: Uint8Array): void {
+    this.statements.putMeta.run(key, Buffer.from(value));
+  }
+
+  blockByHeight(height: number): BlockRow | undefined {
+    return toBlockRow(this.statements.blockByHeight.get(height));
+  }
+
+  blockByHash(hash: Uint8Array): BlockRow | undefined {
+    return toBlockRow(this.statements.blockByHash.get(Buffer.from(hash)));
+  }
+
+  *blocksFrom(height: number, pageSize = 256): IterableIterator<BlockRow> {
+    let next = height;
+    for (;;) {
+      const rows = this.statements.blocksFrom.all(next, pageSize);
+      for (const row of rows) yield toBlockRow(row)!;
+      if (rows.length < pageSize) return;
+      next = rows[rows.length - 1]!.height + 1;
+    }
+  }
+
+  commitBytes(height: number): Uint8Array | undefined {
+    return this.statements.getCommit.get(height)?.commit_bytes;
+  }
+
+  /** Stores the commit certificate of a block already stored (it can arrive after the block). */
+  putCommit(height: number, commitBytes: Uint8Array): void {
+    this.statements.insertCommit.run(height, Buffer.from(commitBytes));
+  }
+
+  getTx(id: string): StoredTx | undefined {
+    const row = this.statements.getTx.get(hexToBuffer(id));
+    if (row === undefined) return undefined;
+    return { id, height: row.height, index: row.idx, code: row.code, message: row.message, data: row.data };
+  }
+
+  isCommitted(id: string): boolean {
+    return this.statements.hasTx.get(hexToBuffer(id)) !== undefined;
+  }
+
+  getState(key: string): Uint8Array | undefined {
+    return this.statements.getState.get(key)?.value;
+  }
+
+  /** Keys strictly between `after` and `before`, in order, at most `limit`. */
+  stateRange(after: string, before: string, limit: number): Array<{ key: string; value: Uint8Array }> {
+    return this.statements.stateRange.all(after, before, limit);
+  }
+
+  *allState(): IterableIterator<{ key: string; value: Uint8Array }> {
+    yield* this.statements.allState.iterate();
+  }
+
+  treeNode(nodeKey: string): Uint8Array | undefined {
+    return this.statements.getNode.get(nodeKey)?.node;
+  }
+
+  /** Writes a whole block in one transaction; see the crash-safety note at the top. */
+  commitBlock(batch: BlockCommitBatch): void {
+    assert(
+      batch.height === this.heightCache + 1,
+      `commit of height ${batch.height} after ${this.heightCache}`,
+    );
+    const s = this.statements;
+    const write = this.db.transaction(() => {
+      s.insertBlock.run(
+        batch.height,
+        Buffer.from(batch.hash),
+        batch.timeMs,
+        batch.txCount,
+        Buffer.from(batch.blockBytes),
+      );
+      if (batch.commitBytes !== null) s.insertCommit.run(batch.height, Buffer.from(batch.commitBytes));
+      for (const tx of batch.txs) {
+        s.insertTx.run(hexToBuffer(tx.id), batch.height, tx.index, tx.code, tx.message, Buffer.from(tx.data));
+      }
+      for (const [key, value] of batch.stateWrites) {
+        if (value === null) s.deleteState.run(key);
+        else s.putState.run(key, Buffer.from(value), batch.height);
+      }
+      for (const [nodeKey, node] of batch.treeWrites) {
+        if (node === null) s.deleteNode.run(nodeKey);
+        else s.putNode.run(nodeKey, Buffer.from(node));
+      }
+      s.putMeta.run("stateRoot", Buffer.from(batch.stateRoot));
+    });
+    write.immediate();
+    this.heightCache = batch.height;
+  }
+}
+
+interface RawBlockRow {
+  height: number;
+  hash: Buffer;
+  time_ms: number;
+  tx_count: number;
+  block: Buffer;
+}
+
+interface RawTxRow {
+  height: number;
+  idx: number;
+  code: string;
+  message: string;
+  data: Buffer;
+}
+
+function toBlockRow(row: RawBlockRow | undefined): BlockRow | undefined {
+  if (row === undefined) return undefined;
+  return { height: row.height, hash: row.hash, timeMs: row.time_ms, txCount: row.tx_count, bytes: row.block };
+}
