@@ -72,12 +72,12 @@ export function registerDevnetCommand(program: Command): void {
       };
       process.on("SIGINT", stopAll);
       process.on("SIGTERM", stopAll);
-      children.forEach((c, i) =>
+      children.forEach((c, i) => {
         c.on("exit", (code) => {
           if (!stopping)
             process.stderr.write(`citychain: ${layout.nodes[i]!.name} exited with ${code}; see logs\n`);
-        }),
-      );
+        });
+      });
       await Promise.all(layout.nodes.map((n) => waitReady(layout, n.name, Date.now() + 30_000)));
       const lines = [
         "",
