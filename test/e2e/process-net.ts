@@ -1,0 +1,130 @@
+/** Real node processes on loopback for end-to-end tests: bootstrap, spawn, kill -9, restart. */
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { bootstrapNetwork, type NetworkLayout } from "../../src/devnet/bootstrap.ts";
+import { CitychainClient } from "../../src/sdk/client.ts";
+import { loadIdentity, nodeFetch } from "../../src/sdk/node.ts";
+
+const binPath = path.resolve(import.meta.dirname, "../../bin/citychain.mjs");
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface ProcessNetwork {
+  readonly layout: NetworkLayout;
+  readonly passphrase: string;
+  url(nodeIndex?: number): string;
+  client(enrollmentId: string, nodeIndex?: number): Promise<CitychainClient>;
+  start(nodeIndex?: number): Promise<ChildProcess>;
+  kill9(nodeIndex?: number): Promise<void>;
+  stop(nodeIndex?: number): Promise<void>;
+  runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  close(): Promise<void>;
+}
+
+export async function createProcessNetwork(
+  options: { nodes?: number; blockIntervalMs?: number } = {},
+): Promise<ProcessNetwork> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "citychain-e2e-"));
+  const layout = await bootstrapNetwork({
+    dir,
+    nodes: options.nodes ?? 1,
+    apiPortBase: await freePort(),
+    ...(options.blockIntervalMs === undefined ? {} : { blockIntervalMs: options.blockIntervalMs }),
+  });
+  const passphrase = fs.readFileSync(layout.passphrasePath, "utf8").trim();
+  const caPem = fs.readFileSync(layout.caCertPath, "utf8");
+  const children = new Map<number, ChildProcess>();
+  const url = (i = 0) => `https://127.0.0.1:${layout.nodes[i]!.apiPort}`;
+
+  const client = async (enrollmentId: string, i = 0) => {
+    const m = layout.members.find((x) => x.enrollmentId === enrollmentId);
+    if (m === undefined) throw new Error(`no member ${enrollmentId}`);
+    const identity = await loadIdentity(m.certPath, m.keyPath, { passphrase });
+    return new CitychainClient({ url: url(i), identity, fetch: nodeFetch(caPem) });
+  };
+
+  const waitReady = async (i: number, child: ChildProcess) => {
+    const probe = await client("infocenter.admin", i);
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`node${i} exited with ${child.exitCode}`);
+      try {
+        await probe.status();
+        return;
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
+
+  const start = async (i = 0) => {
+    const log = fs.openSync(path.join(dir, `node${i}.log`), "a");
+    const child = spawn(
+      process.execPath,
+      [binPath, "node", "start", "--dir", layout.nodes[i]!.dir, "--passphrase-file", layout.passphrasePath],
+      { stdio: ["ignore", log, log] },
+    );
+    children.set(i, child);
+    await waitReady(i, child);
+    return child;
+  };
+
+  const exited = (child: ChildProcess) =>
+    child.exitCode !== null || child.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((r) => child.once("exit", () => r()));
+
+  const kill9 = async (i = 0) => {
+    const child = children.get(i);
+    if (child === undefined) return;
+    child.kill("SIGKILL");
+    await exited(child);
+    children.delete(i);
+  };
+
+  const stop = async (i = 0) => {
+    const child = children.get(i);
+    if (child === undefined) return;
+    child.kill("SIGTERM");
+    await exited(child);
+    children.delete(i);
+  };
+
+  const runCli = (args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [binPath, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      child.on("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+
+  return {
+    layout,
+    passphrase,
+    url,
+    client,
+    start,
+    kill9,
+    stop,
+    runCli,
+    async close() {
+      for (const i of [...children.keys()]) await kill9(i);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
