@@ -1,0 +1,72 @@
+/**
+ * Membership service library: the certificate profile, keys, the CA and its registry. The HTTP
+ * service, the CLI and the ledger records are built on top of this surface.
+ */
+export {
+  type CertificateAuthority,
+  type CreateRootCaOptions,
+  caCertFileName,
+  caKeyFileName,
+  createCsr,
+  createRootCa,
+  csrBytesMax,
+  defaultOperatorDept,
+  extraSansMax,
+  type IssueProfile,
+  type LoadCaOptions,
+  leafValidityDaysMax,
+  loadCa,
+  notBeforeBackdateMs,
+  rootValidityDaysMax,
+  type VerifiedCsr,
+  verifyCsr,
+} from "./authority.ts";
+export {
+  certificateBytesMax,
+  type ExtensionClaims,
+  type Identity,
+  type IdentityClaims,
+  type IdentityKind,
+  identityExtensionOid,
+  identityExtensionVersion,
+  identityKinds,
+  isRole,
+  isWithinValidity,
+  parseIdentityCert,
+  type Role,
+  roles,
+  validateClaims,
+  validateDeptCode,
+  validateEnrollmentId,
+  validateRoles,
+  verifyIssuedBy,
+} from "./identity.ts";
+export {
+  decryptPrivateKeyPem,
+  encryptPrivateKeyPem,
+  generateP256KeyPair,
+  type KeyPair,
+  type PassphraseSource,
+  passphraseCharsMin,
+  privateKeyFileMode,
+  type ReadPrivateKeyOptions,
+  readPrivateKey,
+  resolvePassphrase,
+  writeEncryptedPrivateKey,
+} from "./keys.ts";
+export { derToPem, pemToDer } from "./pem.ts";
+export {
+  type CaRegistry,
+  type CertificateRecord,
+  type Department,
+  type IdentityRecord,
+  type IdentityStatus,
+  type OpenRegistryOptions,
+  openRegistry,
+  type RegisterIdentityInput,
+  type RevocationPage,
+  type RevocationReason,
+  type RevocationRecord,
+  registryFileName,
+  revocationReasons,
+} from "./registry.ts";
