@@ -105,9 +105,15 @@ export const submitTx = {
 
 export const submitTxs = {
   summary: "Submit a batch of signed transactions",
+  description:
+    "Each transaction is admitted or refused on its own; results come back in order. With wait=true the call returns once every admitted transaction has committed, or after waitMs.",
   body: {
     type: "object",
-    properties: { txs: { type: "array", items: base64, minItems: 1, maxItems: 2000 } },
+    properties: {
+      txs: { type: "array", items: base64, minItems: 1, maxItems: 2000 },
+      wait: { type: "boolean" },
+      waitMs: { type: "integer", minimum: 0, maximum: 60_000 },
+    },
     required: ["txs"],
     additionalProperties: false,
   },

@@ -8,6 +8,8 @@
  * stable code and 401/403; malformed input is a 400 naming the field.
  */
 import swagger from "@fastify/swagger";
+import { Ajv, type Options as AjvOptions } from "ajv";
+import ajvFormats from "ajv-formats";
 import Fastify, {
   type FastifyError,
   type FastifyInstance,
@@ -62,8 +64,8 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
       : {
           https: { cert: options.tls.certPem, key: options.tls.keyPem, passphrase: options.tls.passphrase },
         }),
-    ajv: { customOptions: { allErrors: false, removeAdditional: false, coerceTypes: "array" } },
   }) as unknown as FastifyInstance;
+  app.setValidatorCompiler(validatorCompiler());
   const verifier = new RequestVerifier({ now, clockSkewMsMax: options.clockSkewMsMax });
 
   await app.register(swagger, {
@@ -90,7 +92,9 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
 
   app.decorateRequest("identity", null);
   app.decorateRequest("rawBody", null);
-  // Keep the exact body bytes: the signature covers their digest, not re-serialised JSON.
+  // Keep the exact body bytes: the signature covers their digest, not re-serialised JSON. JSON is the
+  // only body type: Fastify's default text/plain parser would hand routes a body the signature skipped.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
     const buffer = body as Buffer;
     request.rawBody = buffer;
@@ -118,6 +122,25 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
   registerRoutes(app, node, options);
   await app.ready();
   return app;
+}
+
+/**
+ * Query strings and path parameters arrive as text, so they are coerced to their schema's types; a JSON
+ * body is typed already, and coercing it would let {"tx": 123} pass as the string "123".
+ */
+function validatorCompiler() {
+  const base: AjvOptions = {
+    allErrors: false,
+    removeAdditional: false,
+    useDefaults: true,
+    addUsedSchema: false,
+  };
+  // ajv-formats is CommonJS: its plugin is the module's `default` property under NodeNext typing.
+  const addFormats = ajvFormats.default;
+  const coercing = addFormats(new Ajv({ ...base, coerceTypes: "array" }));
+  const exact = addFormats(new Ajv({ ...base, coerceTypes: false }));
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
+    (httpPart === "body" ? exact : coercing).compile(schema);
 }
 
 async function authenticate(
@@ -160,15 +183,13 @@ function sendError(error: FastifyError | CodedError, request: FastifyRequest, re
       (first?.params as { missingProperty?: string } | undefined)?.missingProperty ||
       fe.validationContext ||
       "";
-    return reply
-      .code(400)
-      .send({
-        error: {
-          code: "BAD_REQUEST",
-          message: `${fe.validationContext ?? "request"} ${first?.message ?? "is invalid"}`,
-          field,
-        },
-      });
+    return reply.code(400).send({
+      error: {
+        code: "BAD_REQUEST",
+        message: `${fe.validationContext ?? "request"} ${first?.message ?? "is invalid"}`,
+        field,
+      },
+    });
   }
   if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
     return reply.code(413).send({ error: { code: "REQUEST_TOO_LARGE", message: "request body too large" } });
@@ -220,18 +241,29 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
       body.wait === true && status.status === "pending"
         ? await node.waitFor(status.txId, body.waitMs ?? 30_000)
         : status;
+    if (final.status === "rejected") {
+      // Refused while the client waited (e.g. its signer was revoked earlier in the same block): an
+      // error like any other, since the error statuses' schema would strip a status body to {}.
+      const code = isErrorCode(final.code) ? final.code : "BAD_REQUEST";
+      throw new CodedError(code, `transaction ${final.txId} was rejected: ${final.message}`);
+    }
     return reply.code(httpStatusOf(final) as 200).send(statusToJson(final));
   });
 
   app.post("/v1/txs", { schema: schemas.submitTxs }, async (request, reply) => {
-    const body = request.body as { txs: string[] };
+    const body = request.body as { txs: string[]; wait?: boolean; waitMs?: number };
     if (body.txs.length > options.batchTxsMax) {
       throw new CodedError("BAD_REQUEST", `at most ${options.batchTxsMax} transactions per batch`, "txs");
     }
     const results = await Promise.all(
       body.txs.map(async (b64, i) => {
         try {
-          return statusToJson(await node.submit(fromBase64(b64, `txs[${i}]`)));
+          const status = await node.submit(fromBase64(b64, `txs[${i}]`));
+          const final =
+            body.wait === true && status.status === "pending"
+              ? await node.waitFor(status.txId, body.waitMs ?? 30_000)
+              : status;
+          return statusToJson(final);
         } catch (error) {
           if (error instanceof CodedError) return { index: i, error: error.toJSON() };
           throw error;
@@ -280,14 +312,12 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
       proof: proofToJson(proof),
       header: headerToJson(block.header, block.hash, block.headerBytes),
       commit: commit === null ? null : commitToJson(commit),
-      validators: ledger
-        .validators()
-        .map((v) => ({
-          id: toHex(v.id),
-          publicKey: toBase64(v.publicKeySpki),
-          power: v.power,
-          dept: v.dept,
-        })),
+      validators: ledger.validators().map((v) => ({
+        id: toHex(v.id),
+        publicKey: toBase64(v.publicKeySpki),
+        power: v.power,
+        dept: v.dept,
+      })),
     };
   });
 

@@ -59,14 +59,26 @@ export interface Revocation {
   readonly height: number;
 }
 
+/**
+ * Decoded records, keyed by the very byte array the state returned: a cached state hands out the
+ * same array for an unchanged value, so a record is decoded once, and a changed value is a new array.
+ * Callers must treat decoded records as read-only.
+ */
+const decoded = new WeakMap<Uint8Array, Canonical>();
+
 function read(state: StateReader, key: string): Canonical | undefined {
   const bytes = state.get(key);
   if (bytes === undefined) return undefined;
+  const known = decoded.get(bytes);
+  if (known !== undefined) return known;
+  let value: Canonical;
   try {
-    return decodeCanonical(bytes, 1024 * 1024);
+    value = decodeCanonical(bytes, 1024 * 1024);
   } catch {
     throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
   }
+  decoded.set(bytes, value);
+  return value;
 }
 
 export function encodeRecord(value: Canonical): Uint8Array {

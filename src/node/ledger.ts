@@ -31,10 +31,10 @@ import { builtinHandlers } from "../core/handlers/index.ts";
 import type { X509Port } from "../core/identity.ts";
 import { type SmtBatchResult, SparseMerkleTree, smtNodeKeyToHex } from "../core/smt.ts";
 import type { SmtProof } from "../core/smt-proof.ts";
-import type { StateReader } from "../core/state.ts";
 import { type ChainParams, readChainParams, readValidators } from "../core/system-state.ts";
 import { decodeTx, signingBytes, type Tx } from "../core/tx.ts";
 import type { ChainStore } from "../storage/chain-store.ts";
+import { CachedState } from "./cached-state.ts";
 import type { NodeSignatureVerifier } from "./crypto-node.ts";
 
 /** Verdicts of signature checks made at admission, so execution does not verify twice. */
@@ -50,7 +50,7 @@ export class Ledger {
   readonly handlers: HandlerRegistry = builtinHandlers();
   private readonly verdicts = new Map<string, boolean>();
   readonly tree: SparseMerkleTree;
-  readonly state: StateReader;
+  readonly state: CachedState;
   private latestBlock: Block;
 
   constructor(
@@ -59,7 +59,7 @@ export class Ledger {
     readonly verifier: NodeSignatureVerifier,
   ) {
     this.tree = new SparseMerkleTree({ get: (nodeKey) => store.treeNode(smtNodeKeyToHex(nodeKey)) });
-    this.state = { get: (key) => store.getState(key) };
+    this.state = new CachedState((key) => store.getState(key));
     const height = store.latestHeight();
     if (height < 0)
       throw new CodedError("NOT_FOUND", "the store has no genesis block; run `citychain node init`");
@@ -272,6 +272,7 @@ export class Ledger {
       stateRoot: block.header.stateRoot,
     });
     this.tree.commit(prepared.tree);
+    this.state.applyCommitted(execution.writes);
     this.latestBlock = block;
   }
 }

@@ -147,7 +147,8 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     const bad = verdicts.indexOf(false);
     if (bad >= 0)
       throw new CodedError("SIGNATURE_INVALID", `signature ${bad} does not verify`, `signatures[${bad}]`);
-    if (this.mempool.has(tx.id) || this.ledger.store.isCommitted(tx.id)) return this.status(tx.id);
+    // Another request may have admitted the same transaction while this one was verifying.
+    if (this.mempool.has(tx.id)) return this.status(tx.id);
     this.mempool.add(tx);
     this.rejected.delete(tx.id);
     this.schedule();

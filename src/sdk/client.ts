@@ -144,9 +144,10 @@ export class CitychainClient {
 
   async submitBatch(
     txs: readonly Uint8Array[],
+    options: { wait?: boolean; waitMs?: number } = {},
   ): Promise<Array<TxStatusJson & { error?: { code: string; message: string } }>> {
-    return (await this.request<{ results: TxStatusJson[] }>("POST", "/v1/txs", { txs: txs.map(toBase64) }))
-      .body.results;
+    const body = { txs: txs.map(toBase64), ...options };
+    return (await this.request<{ results: TxStatusJson[] }>("POST", "/v1/txs", body)).body.results;
   }
 
   /** Builds, signs and submits; with wait, resolves when committed (throws on a failed or rejected result). */

@@ -1,0 +1,211 @@
+/**
+ * Single-node benchmark (not a test): committed transactions per second at saturation, submit-to-
+ * commit latency at half that rate, and signed state-proof reads per second.
+ *
+ *   npm run bench -- [--txs 60000] [--senders 6] [--batch 500] [--connections 4] [--proof-reads 20000]
+ *
+ * The node runs as its own process (the real `citychain node start`); this process is the load
+ * generator, which pre-signs every transaction before the clock starts so signing does not count.
+ * Machine busy share is read from /proc/stat, the node's own CPU from /proc/<pid>/stat.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { encodeCanonical, utf8 } from "../src/core/encoding.ts";
+import type { CitychainClient } from "../src/sdk/client.ts";
+import { buildTx } from "../src/sdk/tx-builder.ts";
+import { createProcessNetwork } from "../test/e2e/process-net.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    txs: { type: "string", default: "60000" },
+    senders: { type: "string", default: "6" },
+    batch: { type: "string", default: "500" },
+    connections: { type: "string", default: "4" },
+    "proof-reads": { type: "string", default: "20000" },
+    "block-interval-ms": { type: "string", default: "25" },
+  },
+});
+const txCount = Number(args.txs);
+const senderCount = Number(args.senders);
+const batchSize = Number(args.batch);
+const connections = Number(args.connections);
+const proofReads = Number(args["proof-reads"]);
+
+function cpuTimes(): { busy: number; total: number } {
+  const line = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = line[3]! + line[4]!;
+  const total = line.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+function processCpuMs(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / 100;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function measure<T>(pid: number, run: () => Promise<T>) {
+  const c0 = cpuTimes();
+  const n0 = processCpuMs(pid);
+  const s0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await run();
+  const seconds = (performance.now() - t0) / 1000;
+  const c1 = cpuTimes();
+  const s1 = process.cpuUsage(s0);
+  return {
+    result,
+    seconds,
+    machineBusy: (c1.busy - c0.busy) / (c1.total - c0.total),
+    nodeCores: (processCpuMs(pid) - n0) / 1000 / seconds,
+    loadgenCores: (s1.user + s1.system) / 1e6 / seconds,
+  };
+}
+
+async function presign(
+  clients: CitychainClient[],
+  chainId: string,
+  count: number,
+  tag: string,
+): Promise<Uint8Array[][]> {
+  const perSender = Math.ceil(count / clients.length);
+  return Promise.all(
+    clients.map(async (client, s) => {
+      const out: Uint8Array[] = [];
+      for (let i = 0; i < perSender; i++) {
+        const tx = await buildTx({
+          chainId,
+          type: "kv.put",
+          payload: { key: `bench/${tag}/${s}/${i}`, value: utf8(`value-${i}`) },
+          signers: [client.identity],
+          nowMs: Date.now(),
+          certById: true,
+        });
+        out.push(tx.bytes);
+      }
+      return out;
+    }),
+  );
+}
+
+async function main() {
+  process.stdout.write(
+    `citychain single-node benchmark on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
+  );
+  const net = await createProcessNetwork({ blockIntervalMs: Number(args["block-interval-ms"]) });
+  try {
+    const child = await net.start();
+    const pid = child.pid!;
+    const depts = ["tax", "civil", "police", "social", "realestate", "land", "fund", "health", "market"];
+    const clients = await Promise.all(
+      Array.from({ length: senderCount }, (_, i) => net.client(`${depts[i % depts.length]}.officer`)),
+    );
+    const chainId = await clients[0]!.chainId();
+    // Each sender's first transaction carries its certificate; afterwards it is referred to by id.
+    await Promise.all(clients.map((c, i) => c.send("kv.put", { key: `warmup/${i}`, value: utf8("w") })));
+
+    process.stdout.write(`pre-signing ${txCount} transactions…\n`);
+    const perSender = await presign(clients, chainId, txCount, "sat");
+    const txSize = perSender[0]![0]!.length;
+
+    // Saturation: every connection pushes batches as fast as the node takes them, then waits for all.
+    const batches: Array<{ client: CitychainClient; txs: Uint8Array[] }> = [];
+    perSender.forEach((list, s) => {
+      for (let i = 0; i < list.length; i += batchSize)
+        batches.push({ client: clients[s]!, txs: list.slice(i, i + batchSize) });
+    });
+    const sat = await measure(pid, async () => {
+      let next = 0;
+      let refused = 0;
+      await Promise.all(
+        Array.from({ length: connections }, async () => {
+          while (next < batches.length) {
+            const b = batches[next++]!;
+            const results = await b.client.submitBatch(b.txs, { wait: true, waitMs: 60_000 });
+            for (const r of results) if (r.status !== "committed" || r.code !== "OK") refused++;
+          }
+        }),
+      );
+      return refused;
+    });
+    const committed = perSender.reduce((a, l) => a + l.length, 0) - sat.result;
+    const tps = committed / sat.seconds;
+    process.stdout.write(
+      `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
+        ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
+        ` node ${sat.nodeCores.toFixed(2)} cores, load generator ${sat.loadgenCores.toFixed(2)} cores\n`,
+    );
+
+    // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
+    // from its batch's send to the node's commit answer.
+    const rate = Math.max(100, Math.floor(tps / 2));
+    const seconds = 10;
+    const perTick = Math.max(1, Math.round(rate / 100));
+    const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
+    const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
+    const latencies: number[] = [];
+    const lat = await measure(pid, async () => {
+      const inflight: Promise<void>[] = [];
+      const start = performance.now();
+      for (let tick = 0; tick * perTick < flat.length; tick++) {
+        const due = start + tick * 10;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const slice = flat.slice(tick * perTick, (tick + 1) * perTick);
+        const sent = performance.now();
+        inflight.push(
+          slice[0]!.client
+            .submitBatch(
+              slice.map((x) => x.bytes),
+              { wait: true },
+            )
+            .then((results) => {
+              const ms = performance.now() - sent;
+              for (const r of results) if (r.status === "committed") latencies.push(ms);
+            }),
+        );
+      }
+      await Promise.all(inflight);
+    });
+    latencies.sort((a, b) => a - b);
+    process.stdout.write(
+      `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
+        ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
+        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores\n`,
+    );
+
+    // Proof reads: signed GET /v1/state over several connections, each answer verified by the client?
+    // No: verification would measure the client. The node's rate is what is asked; answers are checked for shape.
+    const keys = Array.from({ length: 1000 }, (_, i) => `kv/tax/bench/sat/0/${i}`);
+    const reads = await measure(pid, async () => {
+      let next = 0;
+      let bad = 0;
+      await Promise.all(
+        Array.from({ length: connections * 4 }, async (_, c) => {
+          const client = clients[c % clients.length]!;
+          while (next < proofReads) {
+            const key = keys[next++ % keys.length]!;
+            const r = await client.stateRaw(key);
+            if (r.value === null || r.proof === undefined) bad++;
+          }
+        }),
+      );
+      return bad;
+    });
+    process.stdout.write(
+      `state proofs: ${proofReads} signed reads with proof in ${reads.seconds.toFixed(2)} s = ${(proofReads / reads.seconds).toFixed(0)}/s` +
+        ` (bad answers ${reads.result}); machine busy ${(reads.machineBusy * 100).toFixed(0)}%, node ${reads.nodeCores.toFixed(2)} cores,` +
+        ` load generator ${reads.loadgenCores.toFixed(2)} cores\n`,
+    );
+    void encodeCanonical;
+  } finally {
+    await net.close();
+  }
+}
+
+await main();
