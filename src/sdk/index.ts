@@ -1,0 +1,26 @@
+/**
+ * The SDK's browser-safe entry: no node:* imports anywhere below it (checked by
+ * test/unit/sdk-bundle.test.ts, which bundles it for the browser). Node users may also import
+ * ./node.ts for PEM files and a fetch that trusts the consortium root.
+ */
+
+export { verifyMerkleProof } from "../core/merkle.ts";
+export { proofFromJson, verifyProof } from "../core/smt-proof.ts";
+export {
+  type BlockJson,
+  CitychainClient,
+  type ClientOptions,
+  type FetchLike,
+  type TxStatusJson,
+} from "./client.ts";
+export { CitychainError } from "./errors.ts";
+export { WebCryptoSigner } from "./signer.ts";
+export { type BuildTxInput, type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
+export {
+  type StateResponse,
+  type ValidatorJson,
+  VerificationError,
+  validatorsFromJson,
+  verifyCommittedHeader,
+  verifyStateResponse,
+} from "./verify.ts";
