@@ -105,7 +105,11 @@ export function compareBytes(a: Uint8Array, b: Uint8Array): number {
 const hexAlphabet = "0123456789abcdef";
 const hexTable: string[] = Array.from({ length: 256 }, (_, i) => hexAlphabet[i >> 4]! + hexAlphabet[i & 15]!);
 
+/** Node's Buffer when present: its hex and base64 codecs are native; browsers take the loops below. */
+const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
+
 export function toHex(bytes: Uint8Array): string {
+  if (NodeBuffer !== undefined) return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
   let out = "";
   for (let i = 0; i < bytes.length; i++) out += hexTable[bytes[i]!];
   return out;
@@ -116,6 +120,7 @@ const hexPattern = /^(?:[0-9a-f]{2})*$/;
 /** Lower-case hex only: ids have exactly one spelling. */
 export function fromHex(hex: string, field = "hex"): Uint8Array {
   if (!hexPattern.test(hex)) throw new CodedError("BAD_ENCODING", `${field} is not lower-case hex`, field);
+  if (NodeBuffer !== undefined) return new Uint8Array(NodeBuffer.from(hex, "hex"));
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
   return out;
@@ -145,12 +150,18 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
 }
 
 export function toBase64(bytes: Uint8Array): string {
+  if (NodeBuffer !== undefined) return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
   let binary = "";
   for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]!);
   return btoa(binary);
 }
 
+const base64Pattern = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Strict standard base64 with padding: one spelling per byte string. */
 export function fromBase64(text: string, field = "base64"): Uint8Array {
+  if (!base64Pattern.test(text)) throw new CodedError("BAD_ENCODING", `${field} is not base64`, field);
+  if (NodeBuffer !== undefined) return new Uint8Array(NodeBuffer.from(text, "base64"));
   let binary: string;
   try {
     binary = atob(text);
