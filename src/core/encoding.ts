@@ -109,7 +109,8 @@ const hexTable: string[] = Array.from({ length: 256 }, (_, i) => hexAlphabet[i >
 const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
 
 export function toHex(bytes: Uint8Array): string {
-  if (NodeBuffer !== undefined) return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
+  if (NodeBuffer !== undefined)
+    return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
   let out = "";
   for (let i = 0; i < bytes.length; i++) out += hexTable[bytes[i]!];
   return out;
@@ -150,7 +151,8 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
 }
 
 export function toBase64(bytes: Uint8Array): string {
-  if (NodeBuffer !== undefined) return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  if (NodeBuffer !== undefined)
+    return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
   let binary = "";
   for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]!);
   return btoa(binary);
