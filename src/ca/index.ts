@@ -60,6 +60,8 @@ export {
   type CertificateRecord,
   type Department,
   type IdentityRecord,
+  type IdentityRevocation,
+  type IdentityRevocationPage,
   type IdentityStatus,
   type OpenRegistryOptions,
   openRegistry,

@@ -31,7 +31,8 @@ import {
 } from "./identity.ts";
 
 export const registryFileName = "registry.sqlite";
-export const registrySchemaVersion = 1;
+/** v2 added the certificate DER (so a signer may send only its certificate id) and identity revocation times. */
+export const registrySchemaVersion = 2;
 /** The registry holds secret hashes: owner read/write only (SQLite gives -wal/-shm the same mode). */
 export const registryFileMode = 0o600;
 
@@ -94,6 +95,8 @@ export interface IdentityRecord {
 
 export interface CertificateRecord {
   readonly certId: string;
+  /** The certificate itself; null only for certificates issued before schema v2. */
+  readonly der: Uint8Array | null;
   readonly serial: string;
   readonly enrollmentId: string;
   readonly notAfterMs: number;
@@ -110,6 +113,19 @@ export interface RevocationRecord {
   readonly dept: string;
   readonly reason: RevocationReason;
   readonly revokedMs: number;
+}
+
+/** When and why an identity was revoked; the first revocation stands. */
+export interface IdentityRevocation {
+  readonly enrollmentId: string;
+  readonly dept: string;
+  readonly reason: RevocationReason;
+  readonly revokedMs: number;
+}
+
+export interface IdentityRevocationPage {
+  readonly items: IdentityRevocation[];
+  readonly nextCursor: string | null;
 }
 
 export interface RegisterIdentityInput {
@@ -160,6 +176,8 @@ interface IdentityRow {
   enrollments: number;
   status: string;
   created_ms: number;
+  revoked_ms: number | null;
+  revoke_reason: string | null;
 }
 
 interface CertificateRow {
@@ -170,6 +188,7 @@ interface CertificateRow {
   issued_ms: number;
   revoked_ms: number | null;
   revoke_reason: string | null;
+  der: Uint8Array | null;
 }
 
 type RevocationRow = CertificateRow & { dept: string };
@@ -208,6 +227,14 @@ const schemaV1 = `
   CREATE INDEX certificates_by_revocation ON certificates(revoked_ms, cert_id) WHERE revoked_ms IS NOT NULL;
 `;
 
+/** v1 -> v2: columns only, so old rows stay valid (their DER and identity revocation time are NULL). */
+const schemaV2 = `
+  ALTER TABLE certificates ADD COLUMN der BLOB;
+  ALTER TABLE identities ADD COLUMN revoked_ms INTEGER;
+  ALTER TABLE identities ADD COLUMN revoke_reason TEXT;
+  CREATE INDEX identities_by_revocation ON identities(revoked_ms, enrollment_id) WHERE revoked_ms IS NOT NULL;
+`;
+
 // ---------------------------------------------------------------------------------------------
 
 export function openRegistry(options: OpenRegistryOptions): CaRegistry {
@@ -236,19 +263,29 @@ function migrate(db: Database.Database, caCertId: string): void {
   if (hasVersion === 0) {
     db.transaction(() => {
       db.exec(schemaV1);
+      db.exec(schemaV2);
       db.prepare("INSERT INTO schema_version (version) VALUES (?)").run(registrySchemaVersion);
       db.prepare("INSERT INTO meta (key, value) VALUES ('ca_cert_id', ?)").run(caCertId);
     })();
     return;
   }
-  const version = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get()?.version;
-  if (version !== registrySchemaVersion) {
-    caFail("STORAGE_CORRUPT", `registry schema version ${String(version)} is not ${registrySchemaVersion}`);
-  }
   const stored = db
     .prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'ca_cert_id'")
     .get()?.value;
   if (stored !== caCertId) caFail("CONFLICT", "this registry belongs to a different CA certificate", "path");
+  // IMMEDIATE takes the write lock before reading the version, so two processes opening an old file
+  // at once migrate it once instead of deadlocking on the upgrade from read to write.
+  db.transaction(() => {
+    const version = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get()?.version;
+    if (version === 1) {
+      db.exec(schemaV2);
+      db.prepare("UPDATE schema_version SET version = ?").run(registrySchemaVersion);
+      return;
+    }
+    if (version !== registrySchemaVersion) {
+      caFail("STORAGE_CORRUPT", `registry schema version ${String(version)} is not ${registrySchemaVersion}`);
+    }
+  }).immediate();
 }
 
 export class CaRegistry {
@@ -396,8 +433,16 @@ export class CaRegistry {
     if (typeof secret !== "string" || secret.length === 0 || secret.length > secretCharsMax) {
       caFail("CA_BAD_SECRET", "wrong enrollment secret", "secret");
     }
-    const row = this.activeIdentityRow(id);
-    if (row.secret_hash === null) caFail("CA_SECRET_USED", `the secret of ${id} is used up`, "secret");
+    const row = this.identityRow(id);
+    if (row?.status !== "active" || row.secret_hash === null) {
+      // Spend the same scrypt time as a wrong secret would, so the answer's timing does not tell an
+      // unknown, revoked or used-up identity from a wrong secret (the HTTP service gives all of them
+      // one code as well).
+      await verifySecret(secret, decoySecretHash);
+      if (row === undefined) caFail("CA_IDENTITY_UNKNOWN", `no identity ${id}`, "enrollmentId");
+      if (row.status !== "active") caFail("CA_IDENTITY_REVOKED", `identity ${id} is revoked`, "enrollmentId");
+      caFail("CA_SECRET_USED", `the secret of ${id} is used up`, "secret");
+    }
     if (!(await verifySecret(secret, row.secret_hash)))
       caFail("CA_BAD_SECRET", "wrong enrollment secret", "secret");
     const certPem = await this.ca.issueFromCsr(csrPem, this.issueProfile(row));
@@ -477,9 +522,22 @@ export class CaRegistry {
     this.db
       .prepare(
         `INSERT INTO certificates (cert_id, serial, enrollment_id, not_after_ms, issued_ms, revoked_ms,
-           revoke_reason) VALUES (?, ?, ?, ?, ?, NULL, NULL)`,
+           revoke_reason, der) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)`,
       )
-      .run(issued.certId, issued.serialNumber, issued.enrollmentId, issued.notAfterMs, this.nowMs());
+      .run(
+        issued.certId,
+        issued.serialNumber,
+        issued.enrollmentId,
+        issued.notAfterMs,
+        this.nowMs(),
+        Buffer.from(issued.der),
+      );
+  }
+
+  /** One issued certificate by id (lower-case hex SHA-256 of its DER), or null if this CA never issued it. */
+  getCertificate(certId: string): CertificateRecord | null {
+    const row = this.certificateRow(validateCertId(certId));
+    return row === undefined ? null : toCertificateRecord(row);
   }
 
   private certificateRow(certId: string): CertificateRow | undefined {
@@ -512,9 +570,14 @@ export class CaRegistry {
     return this.db.transaction(() => {
       if (this.identityRow(id) === undefined)
         caFail("CA_IDENTITY_UNKNOWN", `no identity ${id}`, "enrollmentId");
+      // The first revocation's time and reason stand, as they do on the ledger.
       this.db
-        .prepare("UPDATE identities SET status = 'revoked', secret_hash = NULL WHERE enrollment_id = ?")
-        .run(id);
+        .prepare(
+          `UPDATE identities SET status = 'revoked', secret_hash = NULL,
+             revoked_ms = coalesce(revoked_ms, ?), revoke_reason = coalesce(revoke_reason, ?)
+           WHERE enrollment_id = ?`,
+        )
+        .run(revokedMs, checkedReason, id);
       const rows = this.revocationRows("c.enrollment_id = ? AND c.revoked_ms IS NULL", id);
       return this.markRevoked(rows, checkedReason, revokedMs);
     })();
@@ -550,12 +613,36 @@ export class CaRegistry {
     });
   }
 
+  /** When and why the identity was revoked; null while it is active (or for a v1 row without a time). */
+  getIdentityRevocation(enrollmentId: string): IdentityRevocation | null {
+    const row = this.identityRow(validateEnrollmentId(enrollmentId));
+    return row === undefined ? null : toIdentityRevocation(row);
+  }
+
+  /** Revoked identities, oldest revocation first, a page at a time (cursor as for listRevocations). */
+  listIdentityRevocations(options: { cursor?: string | null; limit?: number } = {}): IdentityRevocationPage {
+    const limit = validateLimit(options.limit);
+    const after = decodeIdentityCursor(options.cursor ?? null);
+    const rows = this.db
+      .prepare<[number, number, string, number], IdentityRow>(
+        `SELECT * FROM identities
+         WHERE revoked_ms IS NOT NULL AND (revoked_ms > ? OR (revoked_ms = ? AND enrollment_id > ?))
+         ORDER BY revoked_ms, enrollment_id LIMIT ?`,
+      )
+      .all(after.revokedMs, after.revokedMs, after.enrollmentId, limit + 1);
+    const items = rows.slice(0, limit).flatMap((row) => {
+      const revocation = toIdentityRevocation(row);
+      return revocation === null ? [] : [revocation];
+    });
+    const last = items[items.length - 1];
+    const nextCursor =
+      rows.length > limit && last !== undefined ? `${last.revokedMs}.${last.enrollmentId}` : null;
+    return { items, nextCursor };
+  }
+
   /** All revocations, oldest first, a page at a time. */
   listRevocations(options: { cursor?: string | null; limit?: number } = {}): RevocationPage {
-    const limit = options.limit ?? revocationPageSizeDefault;
-    if (!Number.isInteger(limit) || limit < 1 || limit > revocationPageSizeMax) {
-      caFail("CA_BAD_INPUT", `limit is an integer in 1..${revocationPageSizeMax}`, "limit");
-    }
+    const limit = validateLimit(options.limit);
     const after = decodeCursor(options.cursor ?? null);
     const rows = this.db
       .prepare<[number, number, string, number], RevocationRow>(
@@ -625,6 +712,21 @@ export function validateReason(value: unknown): RevocationReason {
   return value as RevocationReason;
 }
 
+function validateLimit(value: number | undefined): number {
+  const limit = value ?? revocationPageSizeDefault;
+  if (!Number.isInteger(limit) || limit < 1 || limit > revocationPageSizeMax) {
+    caFail("CA_BAD_INPUT", `limit is an integer in 1..${revocationPageSizeMax}`, "limit");
+  }
+  return limit;
+}
+
+function decodeIdentityCursor(cursor: string | null): { revokedMs: number; enrollmentId: string } {
+  if (cursor === null) return { revokedMs: -1, enrollmentId: "" };
+  const match = /^(\d{1,16})\.([a-z0-9._-]{1,64})$/.exec(cursor);
+  if (match === null) caFail("CA_BAD_INPUT", "unreadable cursor", "cursor");
+  return { revokedMs: Number(match[1]), enrollmentId: match[2]! };
+}
+
 function decodeCursor(cursor: string | null): { revokedMs: number; certId: string } {
   if (cursor === null) return { revokedMs: -1, certId: "" };
   const match = /^(\d{1,16})\.([0-9a-f]{64})$/.exec(cursor);
@@ -664,9 +766,20 @@ function toIdentityRecord(row: IdentityRow): IdentityRecord {
   };
 }
 
+function toIdentityRevocation(row: IdentityRow): IdentityRevocation | null {
+  if (row.status !== "revoked" || row.revoked_ms === null || row.revoke_reason === null) return null;
+  return {
+    enrollmentId: row.enrollment_id,
+    dept: row.dept,
+    reason: row.revoke_reason as RevocationReason,
+    revokedMs: row.revoked_ms,
+  };
+}
+
 function toCertificateRecord(row: CertificateRow): CertificateRecord {
   return {
     certId: row.cert_id,
+    der: row.der === null ? null : new Uint8Array(row.der),
     serial: row.serial,
     enrollmentId: row.enrollment_id,
     notAfterMs: row.not_after_ms,
@@ -697,6 +810,9 @@ function scryptAsync(secret: string, salt: Buffer): Promise<Buffer> {
     scrypt(secret, salt, keyBytes, { N, r, p }, (error, key) => (error ? reject(error) : resolve(key)));
   });
 }
+
+/** A well-formed hash of nothing anyone knows: checking a secret against it costs what a real check costs. */
+const decoySecretHash = `scrypt$${scryptParams.N}$${scryptParams.r}$${scryptParams.p}$${"00".repeat(scryptParams.saltBytes)}$${"00".repeat(scryptParams.keyBytes)}`;
 
 /** "scrypt$N$r$p$<salt hex>$<hash hex>", so the cost can rise later without breaking old rows. */
 async function hashSecret(secret: string): Promise<string> {

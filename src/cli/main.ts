@@ -16,6 +16,7 @@ registerDevnetCommand(program);
 registerNodeCommands(program);
 registerClientCommands(program);
 registerVerifyCommand(program);
+(await import("./commands/ca.ts")).registerCaCommands(program);
 
 try {
   await program.parseAsync(process.argv);

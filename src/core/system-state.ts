@@ -12,6 +12,7 @@ export const deptCodePattern = /^[a-z][a-z0-9-]{1,31}$/;
 export const enrollmentIdPattern = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 export const certIdPattern = /^[0-9a-f]{64}$/;
 
+/** RFC 5280 CRLReason names; certificateHold and removeFromCRL are absent because revocation is final. */
 export const revocationReasons = [
   "unspecified",
   "keyCompromise",
@@ -19,8 +20,8 @@ export const revocationReasons = [
   "affiliationChanged",
   "superseded",
   "cessationOfOperation",
-  "certificateHold",
   "privilegeWithdrawn",
+  "aACompromise",
 ] as const;
 export type RevocationReason = (typeof revocationReasons)[number];
 
