@@ -49,15 +49,9 @@ const transientCodes: ReadonlySet<string> = new Set([
   "HTTP_ERROR",
 ]);
 
-/**
- * Revocation reasons the CA knows but the ledger does not (today only `aACompromise`) are recorded as
- * `unspecified`: the revocation matters more than its label. The HTTP service and CLI refuse such
- * reasons up front, so this only applies to rows written through the library.
- */
+/** The CA and the ledger share one list of reasons (src/core/system-state.ts). */
 export function ledgerReason(reason: RevocationReason): LedgerRevocationReason {
-  return (ledgerRevocationReasons as readonly string[]).includes(reason)
-    ? (reason as LedgerRevocationReason)
-    : "unspecified";
+  return reason;
 }
 
 /** Reasons that both the CA and the ledger know: the ones the service and the CLI accept. */

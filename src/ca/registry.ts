@@ -7,11 +7,13 @@
  * Durability: WAL with synchronous=FULL, so an acknowledged registration or revocation survives a
  * crash. Time comes from the injected `now()`, never from Date.now directly.
  */
+
 import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { closeSync, existsSync, openSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { assert, CodedError } from "../core/errors.ts";
+import { type RevocationReason, revocationReasons } from "../core/system-state.ts";
 import {
   type CertificateAuthority,
   type IssueProfile,
@@ -40,17 +42,8 @@ export const registryFileMode = 0o600;
  * RFC 5280 CRLReason names. certificateHold and removeFromCRL are left out on purpose: revocation
  * here is permanent, so a "hold" that could be lifted has no meaning.
  */
-export const revocationReasons = [
-  "unspecified",
-  "keyCompromise",
-  "cACompromise",
-  "affiliationChanged",
-  "superseded",
-  "cessationOfOperation",
-  "privilegeWithdrawn",
-  "aACompromise",
-] as const;
-export type RevocationReason = (typeof revocationReasons)[number];
+// One list for the CA and the ledger (RFC 5280 reasons; no certificateHold: revocation is final).
+export { type RevocationReason, revocationReasons };
 
 export const departmentsMax = 1000;
 export const departmentNameCharsMax = 128;

@@ -479,7 +479,7 @@ describe("re-enroll and revoke", () => {
     assertError(
       await call(app, operatorAdmin, "POST", "/v1/ca/revoke", {
         enrollmentId: "tax.officer",
-        reason: "aACompromise",
+        reason: "certificateHold",
       }),
       400,
       "BAD_REQUEST",
