@@ -41,14 +41,17 @@ export interface SmtProofResult {
 }
 
 export interface SmtOptions {
-  /** Decoded stored nodes kept in memory (least recently used dropped first); ~2 KiB each. */
+  /**
+   * Decoded stored nodes kept in memory, least recently used dropped first. An entry costs its
+   * stored bytes plus 32 bytes per kept hash: ~0.3 KiB for a 2-leaf node, ~2 KiB for a full one.
+   */
   readonly nodeCacheEntriesMax?: number;
   /** Changes accepted by one applyBatch call, counted before duplicates are merged. */
   readonly batchChangesMax?: number;
 }
 
 export const smtDefaults = {
-  nodeCacheEntriesMax: 65_536,
+  nodeCacheEntriesMax: 131_072,
   batchChangesMax: 1_000_000,
 } as const satisfies Required<SmtOptions>;
 
@@ -81,7 +84,13 @@ const emptyHash = new Uint8Array(smtHashBytes);
  * Copies `length` bytes. A plain loop: for 32 or 64 bytes it beats subarray + set, whose view
  * allocation dominated node building in profiles.
  */
-function copyBytes(from: Uint8Array, fromOffset: number, to: Uint8Array, toOffset: number, length: number): void {
+function copyBytes(
+  from: Uint8Array,
+  fromOffset: number,
+  to: Uint8Array,
+  toOffset: number,
+  length: number,
+): void {
   for (let i = 0; i < length; i++) to[toOffset + i] = from[fromOffset + i]!;
 }
 
@@ -91,18 +100,17 @@ function leafHashAt(slotBytes: Uint8Array, offset: number): Uint8Array {
   return smtSha256(leafInput);
 }
 
+/** A fresh copy. (`slice` would not do: on a Buffer, such as a store may return, it is a view.) */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
+}
+
 function corrupt(message: string): never {
   throw new CodedError("STORAGE_CORRUPT", `state tree: ${message}`);
 }
 
 function hasBit(mask: number, bit: number): boolean {
   return ((mask >>> bit) & 1) === 1;
-}
-
-function bitCount16(mask: number): number {
-  let count = 0;
-  for (let m = mask; m !== 0; m &= m - 1) count++;
-  return count;
 }
 
 function nibbleAt(keyHash: Uint8Array, index: number): number {
@@ -135,10 +143,57 @@ export function smtNodeKeyToHex(nodeKey: Uint8Array): string {
   return hexOf(nodeKey);
 }
 
+/** slotsUnder[p]: the mask of the slots beneath position p of a node's 4-level binary subtree. */
+const slotsUnder: Uint16Array = (() => {
+  const table = new Uint16Array(positionsPerNode);
+  for (let p = positionsPerNode - 1; p >= 1; p--) {
+    table[p] = p >= slotsPerNode ? 1 << (p - slotsPerNode) : table[2 * p]! | table[2 * p + 1]!;
+  }
+  return table;
+})();
+
+function popCount32(mask: number): number {
+  let x = mask - ((mask >>> 1) & 0x55555555);
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
+}
+
+/** The mask of the bits below `bit`, for bit 0..31 (for 31: 0x7fffffff). */
+function bitsBelow(bit: number): number {
+  return ~(-1 << bit);
+}
+
+/** True when the slots in `under` are exactly one leaf: the position then hashes to that leaf. */
+function isLoneLeaf(under: number, leafMask: number): boolean {
+  return under !== 0 && (under & (under - 1)) === 0 && (under & leafMask) !== 0;
+}
+
 /**
- * One stored node, decoded, with the hashes of its internal binary subtree kept beside it so that
- * proofs need no hashing and an update rehashes only the positions above the slots it changed.
- * Immutable once constructed: a change builds a new node from the old one.
+ * The positions whose hash a decoded node keeps: its leaf slots, and the internal positions that
+ * hash two or more leaves. The others need no storage: empty ones are zero, a lone leaf's position
+ * reuses the leaf's hash, and a child slot's hash is in the node's bytes.
+ */
+function keptPositions(childMask: number, leafMask: number): number {
+  let kept = 0;
+  for (let p = 1; p < slotsPerNode; p++) {
+    const under = childMask & slotsUnder[p]!;
+    if (under !== 0 && !isLoneLeaf(under, leafMask)) kept |= 1 << p;
+  }
+  for (let slot = 0; slot < slotsPerNode; slot++)
+    if (hasBit(leafMask, slot)) kept |= 1 << (slotsPerNode + slot);
+  return kept;
+}
+
+function slotOffsetIn(childMask: number, leafMask: number, slot: number): number {
+  const below = bitsBelow(slot);
+  return nodeHeaderBytes + childSlotBytes * (popCount32(childMask & below) + popCount32(leafMask & below));
+}
+
+/**
+ * One stored node, decoded, with the hashes of its internal 4-level binary subtree kept beside it,
+ * so that proofs need no hashing and an update rehashes only the positions above the slots it
+ * changed. Positions are in heap order: 1 is the node's top, 2p and 2p+1 are p's children, and
+ * 16 + i is slot i. Immutable once built: a change builds a new node from the old one.
  */
 class StoredNode {
   readonly pathNibbles: number;
@@ -146,19 +201,15 @@ class StoredNode {
   readonly bytes: Uint8Array;
   readonly childMask: number;
   readonly leafMask: number;
-  readonly offsets: Uint16Array;
-  /** 32 bytes per position 0..31 (0 unused). */
-  readonly hashes: Uint8Array;
-  /** Bit p set when position p holds at least one leaf. */
-  nonEmpty: number;
-  /** Bit p set when position p holds exactly one leaf (its hash is then that leaf's hash). */
-  singleLeaf: number;
+  /** Positions present in `hashes`, 32 bytes each in increasing position order. */
+  private readonly keptMask: number;
+  private readonly hashes: Uint8Array;
 
+  /** `dirtySlots`: the slots that differ from `base`; everything above the others is copied. */
   constructor(
     pathNibbles: number,
     bytes: Uint8Array,
     masks: { childMask: number; leafMask: number },
-    offsets: Uint16Array,
     base: StoredNode | null,
     dirtySlots: number,
   ) {
@@ -166,64 +217,69 @@ class StoredNode {
     this.bytes = bytes;
     this.childMask = masks.childMask;
     this.leafMask = masks.leafMask;
-    this.offsets = offsets;
-    this.hashes = base === null ? new Uint8Array(positionsPerNode * smtHashBytes) : base.hashes.slice();
-    this.nonEmpty = base === null ? 0 : base.nonEmpty;
-    this.singleLeaf = base === null ? 0 : base.singleLeaf;
-    for (let i = 0; i < slotsPerNode; i++) if (hasBit(dirtySlots, i)) this.setSlotHash(i);
-    let dirtyPositions = dirtySlots << 16;
-    for (let p = 15; p >= 1; p--) {
-      if (((dirtyPositions >>> (2 * p)) & 3) === 0) continue;
-      this.combine(p);
-      dirtyPositions |= 1 << p;
+    this.keptMask = keptPositions(this.childMask, this.leafMask);
+    this.hashes = new Uint8Array(popCount32(this.keptMask) * smtHashBytes);
+    // Children before parents: positions are filled from the bottom of the heap up.
+    for (let p = positionsPerNode - 1; p >= 1; p--) {
+      if (!hasBit(this.keptMask, p)) continue;
+      const at = this.keptOffset(p);
+      if (base !== null && (slotsUnder[p]! & dirtySlots) === 0) {
+        assert(hasBit(base.keptMask, p), "an unchanged position keeps its hash");
+        copyBytes(base.hashes, base.keptOffset(p), this.hashes, at, smtHashBytes);
+      } else if (p >= slotsPerNode) {
+        this.hashes.set(leafHashAt(bytes, this.slotOffset(p - slotsPerNode)), at);
+      } else {
+        this.copyPositionHash(2 * p, internalInput, 1);
+        this.copyPositionHash(2 * p + 1, internalInput, 1 + smtHashBytes);
+        this.hashes.set(smtSha256(internalInput), at);
+      }
     }
   }
 
+  /** The node's hash: the hash of the subtree at its path. */
   get hash(): Uint8Array {
-    return this.hashes.subarray(smtHashBytes, 2 * smtHashBytes);
+    const out = new Uint8Array(smtHashBytes);
+    this.copyPositionHash(1, out, 0);
+    return out;
   }
 
-  private setSlotHash(slot: number): void {
-    const position = 16 + slot;
-    const at = position * smtHashBytes;
-    const offset = this.offsets[slot]!;
-    this.singleLeaf &= ~(1 << position);
-    if (!hasBit(this.childMask, slot)) {
-      this.hashes.fill(0, at, at + smtHashBytes);
-      this.nonEmpty &= ~(1 << position);
-      return;
-    }
-    this.nonEmpty |= 1 << position;
-    if (hasBit(this.leafMask, slot)) {
-      this.hashes.set(leafHashAt(this.bytes, offset), at);
-      this.singleLeaf |= 1 << position;
-    } else {
-      copyBytes(this.bytes, offset, this.hashes, at, childSlotBytes);
-    }
+  slotOffset(slot: number): number {
+    return slotOffsetIn(this.childMask, this.leafMask, slot);
   }
 
-  /** The compaction rule: an empty side next to a lone leaf lifts the leaf; otherwise hash both. */
-  private combine(p: number): void {
-    const left = 2 * p;
-    const right = left + 1;
-    const at = p * smtHashBytes;
-    const bit = 1 << p;
-    const leftFull = hasBit(this.nonEmpty, left);
-    const rightFull = hasBit(this.nonEmpty, right);
-    this.nonEmpty |= bit;
-    this.singleLeaf &= ~bit;
-    if (!leftFull && !rightFull) {
-      this.nonEmpty &= ~bit;
-      this.hashes.fill(0, at, at + smtHashBytes);
-    } else if (!leftFull && hasBit(this.singleLeaf, right)) {
-      copyBytes(this.hashes, right * smtHashBytes, this.hashes, at, smtHashBytes);
-      this.singleLeaf |= bit;
-    } else if (!rightFull && hasBit(this.singleLeaf, left)) {
-      copyBytes(this.hashes, left * smtHashBytes, this.hashes, at, smtHashBytes);
-      this.singleLeaf |= bit;
+  isEmptyAt(position: number): boolean {
+    return (this.childMask & slotsUnder[position]!) === 0;
+  }
+
+  /** The slot of the lone leaf under `position`, or -1 when it holds none or several. */
+  loneLeafSlotAt(position: number): number {
+    const under = this.childMask & slotsUnder[position]!;
+    return isLoneLeaf(under, this.leafMask) ? 31 - Math.clz32(under) : -1;
+  }
+
+  /** A copy of the hash at `position`, or null when its subtree is empty. */
+  positionHash(position: number): Uint8Array | null {
+    if (this.isEmptyAt(position)) return null;
+    const out = new Uint8Array(smtHashBytes);
+    this.copyPositionHash(position, out, 0);
+    return out;
+  }
+
+  private keptOffset(position: number): number {
+    return popCount32(this.keptMask & bitsBelow(position)) * smtHashBytes;
+  }
+
+  /** Writes the hash of `position` (the compaction rules of section 1 of the spec) into `to`. */
+  private copyPositionHash(position: number, to: Uint8Array, toOffset: number): void {
+    if (hasBit(this.keptMask, position)) {
+      copyBytes(this.hashes, this.keptOffset(position), to, toOffset, smtHashBytes);
+    } else if (this.isEmptyAt(position)) {
+      to.fill(0, toOffset, toOffset + smtHashBytes);
+    } else if (position >= slotsPerNode) {
+      copyBytes(this.bytes, this.slotOffset(position - slotsPerNode), to, toOffset, childSlotBytes);
     } else {
-      copyBytes(this.hashes, left * smtHashBytes, internalInput, 1, 2 * smtHashBytes);
-      this.hashes.set(smtSha256(internalInput), at);
+      const leafPosition = slotsPerNode + this.loneLeafSlotAt(position);
+      copyBytes(this.hashes, this.keptOffset(leafPosition), to, toOffset, smtHashBytes);
     }
   }
 }
@@ -245,7 +301,7 @@ interface ChildSlot {
 
 function readSlot(node: StoredNode, slot: number): Slot {
   if (!hasBit(node.childMask, slot)) return null;
-  const offset = node.offsets[slot]!;
+  const offset = node.slotOffset(slot);
   const bytes = node.bytes;
   if (hasBit(node.leafMask, slot)) {
     return {
@@ -279,22 +335,15 @@ function buildNode(
     if (slot !== null) childMask |= 1 << i;
     if (slot?.kind === "leaf") leafMask |= 1 << i;
   }
-  let size = nodeHeaderBytes;
-  for (let i = 0; i < slotsPerNode; i++) {
-    if (hasBit(childMask, i)) size += hasBit(leafMask, i) ? leafSlotBytes : childSlotBytes;
-  }
-  const bytes = new Uint8Array(size);
+  const bytes = new Uint8Array(slotOffsetIn(childMask, leafMask, slotsPerNode));
   writeHeader(bytes, childMask, leafMask);
-  const offsets = new Uint16Array(slotsPerNode);
   let offset = nodeHeaderBytes;
   for (let i = 0; i < slotsPerNode; i++) {
     if (!hasBit(childMask, i)) continue;
-    offsets[i] = offset;
     const slot = changed[i];
     if (slot === undefined) {
       const length = hasBit(leafMask, i) ? leafSlotBytes : childSlotBytes;
-      const from = base!.offsets[i]!;
-      copyBytes(base!.bytes, from, bytes, offset, length);
+      copyBytes(base!.bytes, base!.slotOffset(i), bytes, offset, length);
     } else if (slot?.kind === "leaf") {
       bytes.set(slot.keyHash, offset);
       bytes.set(slot.valueHash, offset + smtHashBytes);
@@ -303,7 +352,7 @@ function buildNode(
     }
     offset += hasBit(leafMask, i) ? leafSlotBytes : childSlotBytes;
   }
-  return new StoredNode(pathNibbles, bytes, { childMask, leafMask }, offsets, base, dirty);
+  return new StoredNode(pathNibbles, bytes, { childMask, leafMask }, base, dirty);
 }
 
 function writeHeader(bytes: Uint8Array, childMask: number, leafMask: number): void {
@@ -330,16 +379,11 @@ function decodeNode(pathNibbles: number, bytes: Uint8Array, pathRef: Uint8Array,
   const childMask = (bytes[1]! << 8) | bytes[2]!;
   const leafMask = (bytes[3]! << 8) | bytes[4]!;
   if ((leafMask & ~childMask) !== 0) corrupt(`node ${key}: leaf mask outside child mask`);
-  const offsets = new Uint16Array(slotsPerNode);
-  let offset = nodeHeaderBytes;
-  for (let i = 0; i < slotsPerNode; i++) {
-    if (!hasBit(childMask, i)) continue;
-    offsets[i] = offset;
-    offset += hasBit(leafMask, i) ? leafSlotBytes : childSlotBytes;
-  }
-  if (offset !== bytes.length) corrupt(`node ${key}: length ${bytes.length}, layout needs ${offset}`);
-  checkNodeShape(pathNibbles, bytes, childMask, leafMask, offsets, pathRef, key);
-  return new StoredNode(pathNibbles, bytes, { childMask, leafMask }, offsets, null, 0xffff);
+  const length = slotOffsetIn(childMask, leafMask, slotsPerNode);
+  if (length !== bytes.length) corrupt(`node ${key}: length ${bytes.length}, layout needs ${length}`);
+  checkNodeShape(pathNibbles, bytes, childMask, leafMask, pathRef, key);
+  // Our own copy: cached nodes must not change if the store reuses or hands out shared buffers.
+  return new StoredNode(pathNibbles, copyOf(bytes), { childMask, leafMask }, null, 0xffff);
 }
 
 function checkNodeShape(
@@ -347,18 +391,18 @@ function checkNodeShape(
   bytes: Uint8Array,
   childMask: number,
   leafMask: number,
-  offsets: Uint16Array,
   pathRef: Uint8Array,
   key: string,
 ): void {
   if (childMask === 0) corrupt(`node ${key}: stored but empty`);
   // Only the root may hold a lone leaf: anywhere else that leaf belongs in the parent's slot.
-  if (pathNibbles > 0 && bitCount16(childMask) === 1 && leafMask === childMask) {
+  if (pathNibbles > 0 && popCount32(childMask) === 1 && leafMask === childMask) {
     corrupt(`node ${key}: holds a single leaf`);
   }
   for (let i = 0; i < slotsPerNode; i++) {
     if (!hasBit(childMask, i)) continue;
-    const slot = bytes.subarray(offsets[i]!, offsets[i]! + smtHashBytes);
+    const offset = slotOffsetIn(childMask, leafMask, i);
+    const slot = bytes.subarray(offset, offset + smtHashBytes);
     if (!hasBit(leafMask, i)) {
       if (bytesEqual(slot, emptyHash)) corrupt(`node ${key}: child ${i} has the empty hash`);
       continue;
@@ -369,10 +413,23 @@ function checkNodeShape(
   }
 }
 
-/** Least-recently-used cache of decoded nodes; a Map keeps insertion order, so the first is oldest. */
+interface CacheEntry {
+  readonly key: string;
+  node: StoredNode;
+  newer: CacheEntry | null;
+  older: CacheEntry | null;
+}
+
+/**
+ * Least-recently-used cache of decoded nodes: a Map for lookup and a doubly linked list for age.
+ * (Re-inserting into a Map to mark use, and evicting its first key, leaves deleted slots at the
+ * front that every eviction walks over; profiles showed it.)
+ */
 class NodeCache {
-  private readonly entries = new Map<string, StoredNode>();
+  private readonly entries = new Map<string, CacheEntry>();
   private readonly entriesMax: number;
+  private newest: CacheEntry | null = null;
+  private oldest: CacheEntry | null = null;
 
   constructor(entriesMax: number) {
     assert(Number.isSafeInteger(entriesMax) && entriesMax >= 0, "nodeCacheEntriesMax is a count >= 0");
@@ -384,27 +441,55 @@ class NodeCache {
   }
 
   get(key: string): StoredNode | undefined {
-    const node = this.entries.get(key);
-    if (node !== undefined) {
-      this.entries.delete(key);
-      this.entries.set(key, node);
-    }
-    return node;
+    const entry = this.entries.get(key);
+    if (entry === undefined) return undefined;
+    this.unlink(entry);
+    this.pushNewest(entry);
+    return entry.node;
   }
 
   set(key: string, node: StoredNode): void {
-    this.entries.delete(key);
+    const existing = this.entries.get(key);
+    if (existing !== undefined) {
+      existing.node = node;
+      this.unlink(existing);
+      this.pushNewest(existing);
+      return;
+    }
     if (this.entriesMax === 0) return;
-    this.entries.set(key, node);
-    if (this.entries.size > this.entriesMax) this.entries.delete(this.entries.keys().next().value!);
+    const entry: CacheEntry = { key, node, newer: null, older: null };
+    this.entries.set(key, entry);
+    this.pushNewest(entry);
+    if (this.entries.size > this.entriesMax) this.delete(this.oldest!.key);
   }
 
   delete(key: string): void {
+    const entry = this.entries.get(key);
+    if (entry === undefined) return;
     this.entries.delete(key);
+    this.unlink(entry);
   }
 
   clear(): void {
     this.entries.clear();
+    this.newest = null;
+    this.oldest = null;
+  }
+
+  private unlink(entry: CacheEntry): void {
+    if (entry.newer === null) this.newest = entry.older;
+    else entry.newer.older = entry.older;
+    if (entry.older === null) this.oldest = entry.newer;
+    else entry.older.newer = entry.newer;
+    entry.newer = null;
+    entry.older = null;
+  }
+
+  private pushNewest(entry: CacheEntry): void {
+    entry.older = this.newest;
+    if (this.newest !== null) this.newest.newer = entry;
+    this.newest = entry;
+    if (this.oldest === null) this.oldest = entry;
   }
 }
 
@@ -498,7 +583,7 @@ export class SparseMerkleTree {
       assert(after.kind === "node", "the tree's root is a stored node or nothing");
       root = after.hash.slice();
     }
-    const result: SmtBatchResult = { baseRoot: this.rootHash, root, nodeWrites: context.writes };
+    const result: SmtBatchResult = { baseRoot: this.rootHash.slice(), root, nodeWrites: context.writes };
     this.pending.set(result, context.nodes);
     return result;
   }
@@ -516,7 +601,7 @@ export class SparseMerkleTree {
       else if (node === null) this.cache.delete(key);
       else this.cache.set(key, node);
     }
-    this.rootHash = batch.root;
+    this.rootHash = batch.root.slice();
     this.pending.delete(batch);
   }
 
@@ -530,16 +615,16 @@ export class SparseMerkleTree {
     if (leaf === null) terminal = { kind: "empty" };
     else if (bytesEqual(leaf.keyHash, keyHash)) {
       terminal = { kind: "inclusion" };
-      valueHash = leaf.valueHash.slice();
-    } else terminal = { kind: "leaf", keyHash: leaf.keyHash.slice(), valueHash: leaf.valueHash.slice() };
-    return { keyHash: keyHash.slice(), valueHash, proof: { siblings, terminal } };
+      valueHash = copyOf(leaf.valueHash);
+    } else terminal = { kind: "leaf", keyHash: copyOf(leaf.keyHash), valueHash: copyOf(leaf.valueHash) };
+    return { keyHash: copyOf(keyHash), valueHash, proof: { siblings, terminal } };
   }
 
   /** The committed value hash of `key`, or null when absent. */
   getValueHash(key: Uint8Array): Uint8Array | null {
     const keyHash = smtSha256(key);
     const leaf = this.locate(keyHash, hexOf(keyHash), null);
-    return leaf !== null && bytesEqual(leaf.keyHash, keyHash) ? leaf.valueHash.slice() : null;
+    return leaf !== null && bytesEqual(leaf.keyHash, keyHash) ? copyOf(leaf.valueHash) : null;
   }
 
   private prepare(changes: readonly SmtChange[]): PreparedChange[] {
@@ -652,7 +737,7 @@ export class SparseMerkleTree {
   /** Records the node's write, or its deletion when it emptied or (below the root) kept one leaf. */
   private record(context: BatchContext, node: StoredNode, keyHashHex: string): Slot {
     const key = nodeKeyHex(node.pathNibbles, keyHashHex);
-    const present = bitCount16(node.childMask);
+    const present = popCount32(node.childMask);
     if (present === 0 || (node.pathNibbles > 0 && present === 1 && node.leafMask === node.childMask)) {
       context.writes.set(key, null);
       context.nodes.set(key, null);
@@ -697,12 +782,11 @@ export class SparseMerkleTree {
       const slot = nibbleAt(keyHash, node.pathNibbles);
       let position = 1;
       for (let level = 0; level < 4; level++) {
-        if (!hasBit(node.nonEmpty, position)) return null;
-        if (hasBit(node.singleLeaf, position)) return leafUnder(node, position, level);
+        if (node.isEmptyAt(position)) return null;
+        const loneLeaf = node.loneLeafSlotAt(position);
+        if (loneLeaf >= 0) return readSlot(node, loneLeaf) as LeafSlot;
         const bit = (slot >> (3 - level)) & 1;
-        const sibling = 2 * position + 1 - bit;
-        const at = sibling * smtHashBytes;
-        siblings?.push(hasBit(node.nonEmpty, sibling) ? node.hashes.slice(at, at + smtHashBytes) : null);
+        siblings?.push(node.positionHash(2 * position + 1 - bit));
         position = 2 * position + bit;
       }
       const child = readSlot(node, slot);
@@ -721,16 +805,6 @@ export class SparseMerkleTree {
       written === null ? stored === undefined : stored !== undefined && bytesEqual(stored, written);
     assert(same, "commit called before the batch's node writes were stored");
   }
-}
-
-/** The one leaf below `position` (at `level` within the node), which the node marks as a lone leaf. */
-function leafUnder(node: StoredNode, position: number, level: number): LeafSlot {
-  const width = 1 << (4 - level);
-  const firstSlot = position * width - slotsPerNode;
-  const slots = node.childMask & (((1 << width) - 1) << firstSlot);
-  const slot = 31 - Math.clz32(slots);
-  assert(bitCount16(slots) === 1 && hasBit(node.leafMask, slot), "a lone-leaf position holds one leaf slot");
-  return readSlot(node, slot) as LeafSlot;
 }
 
 /** The leaves below a slot that held `before` (a leaf or nothing) after `changes[lo..hi)`, sorted. */
@@ -785,7 +859,7 @@ function auditNode(
   counts: { nodeCount: number; leafCount: number },
 ): void {
   counts.nodeCount++;
-  counts.leafCount += bitCount16(node.leafMask);
+  counts.leafCount += popCount32(node.leafMask);
   for (let slot = 0; slot < slotsPerNode; slot++) {
     const child = readSlot(node, slot);
     if (child?.kind !== "node") continue;
