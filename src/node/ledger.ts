@@ -16,7 +16,13 @@ import {
   type Validator,
   validatorsHashOf,
 } from "../core/block.ts";
-import { bytesEqual, encodeCanonical, toHex, utf8 } from "../core/encoding.ts";
+import { verifyCommit } from "../core/consensus/commit.ts";
+import {
+  genesisValidatorSet,
+  nextHeightValidatorSet,
+  type ValidatorSet,
+} from "../core/consensus/proposer.ts";
+import { bytesEqual, decodeCanonical, encodeCanonical, toHex, utf8 } from "../core/encoding.ts";
 import { assert, CodedError } from "../core/errors.ts";
 import {
   type BlockContext,
@@ -91,6 +97,7 @@ export class Ledger {
       stateWrites: writes,
       treeWrites: nodeWrites,
       stateRoot: root,
+      meta: new Map([[validatorSetMetaKey, encodePriorities(1, genesisValidatorSet(validators).priorities)]]),
     });
     store.putMeta("chainId", utf8(doc.chainId));
     return block;
@@ -110,6 +117,21 @@ export class Ledger {
 
   validators(): readonly Validator[] {
     return readValidators(this.state);
+  }
+
+  /**
+   * The validator set voting at `height` with its proposer priorities. Priorities are stored for the
+   * next height only (they advance one selection step per committed height, the same on every node);
+   * for any other height they are not needed for proposer choice and are returned as zeros.
+   */
+  validatorSetAt(height: number): ValidatorSet {
+    const validators = this.validators();
+    const stored = this.store.getMeta(validatorSetMetaKey);
+    if (stored !== undefined) {
+      const [forHeight, priorities] = decodeCanonical(stored, 1024 * 1024) as [number, number[]];
+      if (forHeight === height && priorities.length === validators.length) return { validators, priorities };
+    }
+    return { validators, priorities: validators.map(() => 0) };
   }
 
   blockAt(height: number): Block | undefined {
@@ -222,6 +244,7 @@ export class Ledger {
       throw invalid(`height ${h.height} does not follow ${prev.header.height}`);
     if (!bytesEqual(h.prevHash, prev.hash)) throw invalid("prevHash does not match the last block");
     if (h.timeMs <= prev.header.timeMs) throw invalid("block time does not increase");
+    this.checkLastCommit(block, prev);
     const txs = block.txs.map((bytes) => decodeTx(bytes, this.params().txBytesMax));
     const execution = executeBlock(
       this.ports,
@@ -249,6 +272,21 @@ export class Ledger {
     return prepared;
   }
 
+  /** Block h carries a commit of block h-1 by > 2/3 of the voting power (any such set of signatures). */
+  private checkLastCommit(block: Block, prev: Block): void {
+    const last = block.lastCommit;
+    if (prev.header.height === 0) {
+      if (last !== null) throw invalid("the first block carries no last commit", "lastCommit");
+      return;
+    }
+    if (last === null) throw invalid("last commit missing", "lastCommit");
+    if (last.height !== prev.header.height || !bytesEqual(last.blockHash, prev.hash)) {
+      throw invalid("last commit is for another block", "lastCommit");
+    }
+    const check = verifyCommit(prev.header.chainId, this.validators(), last, this.verifier);
+    if (!check.ok) throw invalid(`last commit: ${check.reason}`, "lastCommit");
+  }
+
   /** Writes the block with its results, state, tree nodes and commit in one transaction. */
   commit(prepared: PreparedBlock, commit: Commit | null): void {
     const { block, execution } = prepared;
@@ -270,11 +308,26 @@ export class Ledger {
       stateWrites: execution.writes,
       treeWrites: prepared.tree.nodeWrites,
       stateRoot: block.header.stateRoot,
+      meta: new Map([
+        [
+          validatorSetMetaKey,
+          encodePriorities(
+            block.header.height + 1,
+            nextHeightValidatorSet(this.validatorSetAt(block.header.height)).priorities,
+          ),
+        ],
+      ]),
     });
     this.tree.commit(prepared.tree);
     this.state.applyCommitted(execution.writes);
     this.latestBlock = block;
   }
+}
+
+const validatorSetMetaKey = "validatorSet";
+
+function encodePriorities(height: number, priorities: readonly number[]): Uint8Array {
+  return encodeCanonical([height, priorities as number[]]);
 }
 
 function invalid(message: string, field?: string): CodedError {

@@ -43,6 +43,8 @@ export interface BlockCommitBatch {
   readonly stateWrites: ReadonlyMap<string, Uint8Array | null>;
   readonly treeWrites: ReadonlyMap<string, Uint8Array | null>;
   readonly stateRoot: Uint8Array;
+  /** Node-local records that must move with the block (e.g. the next height's proposer priorities). */
+  readonly meta?: ReadonlyMap<string, Uint8Array>;
 }
 
 const schema = `
@@ -239,6 +241,7 @@ export class ChainStore {
         else s.putNode.run(nodeKey, Buffer.from(node));
       }
       s.putMeta.run("stateRoot", Buffer.from(batch.stateRoot));
+      for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, Buffer.from(value));
     });
     write.immediate();
     this.heightCache = batch.height;
