@@ -31,7 +31,7 @@ export interface GenesisDoc {
 export const defaultChainParams = {
   txBytesMax: 128 * 1024,
   blockTxsMax: 10_000,
-  blockBytesMax: 16 * 1024 * 1024,
+  blockBytesMax: 4 * 1024 * 1024,
   txTtlMsMax: 24 * 60 * 60 * 1000,
 } as const;
 

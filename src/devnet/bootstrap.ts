@@ -18,7 +18,7 @@ import { createCsr, createRootCa } from "../ca/authority.ts";
 import type { Role } from "../ca/identity.ts";
 import { generateP256KeyPair, writeEncryptedPrivateKey } from "../ca/keys.ts";
 import { openRegistry } from "../ca/registry.ts";
-import { nodeFiles, writeNodeConfig } from "../node/config.ts";
+import { defaultP2pConfig, nodeFiles, writeNodeConfig } from "../node/config.ts";
 import type { GenesisFile } from "../node/genesis-file.ts";
 
 export const sampleDepartments = [
@@ -53,6 +53,8 @@ export interface NetworkLayout {
     readonly dir: string;
     readonly dept: string;
     readonly apiPort: number;
+    readonly p2pPort: number | null;
+    readonly observer: boolean;
   }>;
 }
 
@@ -61,6 +63,13 @@ export interface BootstrapOptions {
   readonly chainId?: string;
   readonly nodes?: number;
   readonly apiPortBase?: number;
+  /** Peer port of node0; node i listens on base+i. Default apiPortBase + 100. */
+  readonly p2pPortBase?: number;
+  /** Full replicas that follow without voting (not in the genesis validator set). */
+  readonly observers?: number;
+  /** Force consensus over p2p even for one validator (default: only when there are several nodes). */
+  readonly consensus?: boolean;
+  readonly timeoutCommitMs?: number;
   readonly tls?: boolean;
   readonly blockIntervalMs?: number;
   /** Departments to create; defaults to the ten sample departments. */
@@ -129,10 +138,15 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
     }
 
     const nodeCount = options.nodes ?? 1;
+    const observerCount = options.observers ?? 0;
     const apiPortBase = options.apiPortBase ?? 7001;
+    const p2pPortBase = options.p2pPortBase ?? apiPortBase + 100;
+    const networked = options.consensus ?? nodeCount + observerCount > 1;
     const nodes: NetworkLayout["nodes"][number][] = [];
     const validators: GenesisFile["validators"] = [];
-    for (let i = 0; i < nodeCount; i++) {
+    const total = nodeCount + observerCount;
+    for (let i = 0; i < total; i++) {
+      const observer = i >= nodeCount;
       const dept = departments[i % departments.length]!.code;
       const name = `node${i}`;
       const nodeDir = path.join(dir, "nodes", name);
@@ -146,12 +160,31 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
       fs.writeFileSync(path.join(nodeDir, nodeFiles.cert), certPem);
       writeEncryptedPrivateKey(path.join(nodeDir, nodeFiles.key), privateKey, passphrase);
       fs.writeFileSync(path.join(nodeDir, nodeFiles.caCert), ca.certPem);
+      const peers = Array.from({ length: total }, (_, j) => j)
+        .filter((j) => j !== i)
+        .map((j) => `127.0.0.1:${p2pPortBase + j}`);
       writeNodeConfig(nodeDir, {
         api: { host: "127.0.0.1", port: apiPortBase + i, tls: options.tls ?? true },
         blockIntervalMs: options.blockIntervalMs ?? 25,
+        p2p: networked
+          ? {
+              ...defaultP2pConfig,
+              port: p2pPortBase + i,
+              peers,
+              observer,
+              timeoutCommitMs: options.timeoutCommitMs ?? defaultP2pConfig.timeoutCommitMs,
+            }
+          : null,
       });
-      validators.push({ certificate: certPem, power: 10 });
-      nodes.push({ name, dir: nodeDir, dept, apiPort: apiPortBase + i });
+      if (!observer) validators.push({ certificate: certPem, power: 10 });
+      nodes.push({
+        name,
+        dir: nodeDir,
+        dept,
+        apiPort: apiPortBase + i,
+        p2pPort: networked ? p2pPortBase + i : null,
+        observer,
+      });
     }
 
     const genesis: GenesisFile = {

@@ -15,8 +15,24 @@ import fs from "node:fs";
 import path from "node:path";
 import { CodedError } from "../core/errors.ts";
 
+export interface P2pConfig {
+  readonly host: string;
+  readonly port: number;
+  /** Peers to dial: "host:port" or "<nodeId>@host:port". */
+  readonly peers: readonly string[];
+  /** Follow the chain without voting. */
+  readonly observer: boolean;
+  /** Pause after a decision before the next height (CometBFT's timeout_commit). */
+  readonly timeoutCommitMs: number;
+  readonly timeoutProposeMs: number;
+  readonly timeoutPrevoteMs: number;
+  readonly timeoutPrecommitMs: number;
+}
+
 export interface NodeConfig {
   readonly api: { readonly host: string; readonly port: number; readonly tls: boolean };
+  /** null: a single-validator chain whose node makes every block itself ("solo"). */
+  readonly p2p: P2pConfig | null;
   readonly blockIntervalMs: number;
   readonly mempoolTxsMax: number;
   readonly mempoolBytesMax: number;
@@ -25,8 +41,20 @@ export interface NodeConfig {
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
 
+export const defaultP2pConfig: P2pConfig = {
+  host: "127.0.0.1",
+  port: 7101,
+  peers: [],
+  observer: false,
+  timeoutCommitMs: 20,
+  timeoutProposeMs: 1000,
+  timeoutPrevoteMs: 1000,
+  timeoutPrecommitMs: 1000,
+};
+
 export const defaultNodeConfig: NodeConfig = {
   api: { host: "127.0.0.1", port: 7001, tls: true },
+  p2p: null,
   blockIntervalMs: 25,
   mempoolTxsMax: 100_000,
   mempoolBytesMax: 128 * 1024 * 1024,
@@ -78,6 +106,7 @@ export function readNodeConfig(dir: string, env: NodeJS.ProcessEnv = process.env
     throw new CodedError("BAD_REQUEST", "config: logLevel must be debug|info|warn|error", "logLevel");
   }
   return {
+    p2p: readP2p(raw.p2p, env),
     api: {
       host,
       port: intFrom(env.CITYCHAIN_API_PORT ?? api.port, "api.port", 0, 65535),
@@ -109,6 +138,33 @@ export function readNodeConfig(dir: string, env: NodeJS.ProcessEnv = process.env
       256 * 1024 * 1024,
     ),
     logLevel: logLevel as NodeConfig["logLevel"],
+  };
+}
+
+function readP2p(raw: unknown, env: NodeJS.ProcessEnv): P2pConfig | null {
+  if (raw === null || raw === undefined) return null;
+  if (typeof raw !== "object" || Array.isArray(raw))
+    throw new CodedError("BAD_REQUEST", "config: p2p must be an object", "p2p");
+  const known = new Set(Object.keys(defaultP2pConfig));
+  for (const key of Object.keys(raw)) {
+    if (!known.has(key))
+      throw new CodedError("BAD_REQUEST", `config: unknown option p2p.${key}`, `p2p.${key}`);
+  }
+  const p = { ...defaultP2pConfig, ...(raw as Partial<P2pConfig>) };
+  if (!Array.isArray(p.peers) || p.peers.some((x) => typeof x !== "string") || p.peers.length > 256) {
+    throw new CodedError("BAD_REQUEST", "config: p2p.peers must be a list of host:port", "p2p.peers");
+  }
+  if (typeof p.host !== "string" || p.host.length === 0)
+    throw new CodedError("BAD_REQUEST", "config: p2p.host", "p2p.host");
+  return {
+    host: p.host,
+    port: intFrom(env.CITYCHAIN_P2P_PORT ?? p.port, "p2p.port", 0, 65535),
+    peers: p.peers,
+    observer: p.observer === true,
+    timeoutCommitMs: intFrom(p.timeoutCommitMs, "p2p.timeoutCommitMs", 0, 60_000),
+    timeoutProposeMs: intFrom(p.timeoutProposeMs, "p2p.timeoutProposeMs", 10, 600_000),
+    timeoutPrevoteMs: intFrom(p.timeoutPrevoteMs, "p2p.timeoutPrevoteMs", 10, 600_000),
+    timeoutPrecommitMs: intFrom(p.timeoutPrecommitMs, "p2p.timeoutPrecommitMs", 10, 600_000),
   };
 }
 

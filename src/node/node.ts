@@ -18,7 +18,7 @@ import { findCertificate, type Identity, resolveIdentity } from "../core/identit
 import { decodeTx, type Tx } from "../core/tx.ts";
 import type { Clock } from "./clock.ts";
 import type { NodeSigner } from "./crypto-node.ts";
-import type { Ledger } from "./ledger.ts";
+import type { Ledger, PreparedBlock } from "./ledger.ts";
 import { defaultMempoolOptions, Mempool, type MempoolOptions } from "./mempool.ts";
 
 export interface NodeOptions {
@@ -29,9 +29,15 @@ export interface NodeOptions {
   /** Clients waiting for commits at once. */
   readonly commitWaitersMax: number;
   readonly mempool: MempoolOptions;
+  /**
+   * "solo": this node is the chain's only validator and makes every block itself.
+   * "consensus": blocks come from Tendermint rounds among the validators (src/node/network-node.ts).
+   */
+  readonly production: "solo" | "consensus";
 }
 
 export const defaultNodeOptions: NodeOptions = {
+  production: "solo",
   blockIntervalMs: 25,
   commitWaitMsMax: 60_000,
   commitWaitersMax: 100_000,
@@ -69,6 +75,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   private stopped = false;
   private lastCommit: Commit | null;
   readonly validatorId: Uint8Array;
+  /** Set by the network layer: a newly admitted transaction to pass on to peers. */
+  onAdmitted: ((tx: Tx) => void) | null = null;
+  /** Set by the network layer while the node fetches blocks it missed. */
+  syncing = false;
 
   constructor(
     readonly ledger: Ledger,
@@ -82,7 +92,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     const height = ledger.height();
     const commitBytes = ledger.store.commitBytes(height);
     this.lastCommit = commitBytes === undefined ? null : decodeCommit(commitBytes);
-    if (!ledger.validators().some((v) => bytesEqual(v.id, this.validatorId))) {
+    if (
+      options.production === "solo" &&
+      !ledger.validators().some((v) => bytesEqual(v.id, this.validatorId))
+    ) {
       throw new CodedError("FORBIDDEN", "this node's key is not in the validator set");
     }
   }
@@ -92,15 +105,15 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     this.schedule();
   }
 
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     while (this.producing) await new Promise((r) => setTimeout(r, 5));
-  }
-
-  get syncing(): boolean {
-    return false;
   }
 
   // ---- admission ----
@@ -151,6 +164,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     if (this.mempool.has(tx.id)) return this.status(tx.id);
     this.mempool.add(tx);
     this.rejected.delete(tx.id);
+    this.onAdmitted?.(tx);
     this.schedule();
     return { txId: tx.id, status: "pending" };
   }
@@ -227,6 +241,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   // ---- block production ----
 
   private schedule(): void {
+    if (this.options.production !== "solo") return;
     if (this.stopped || this.timer !== null || this.producing || this.mempool.size === 0) return;
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -238,37 +253,45 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     if (this.stopped || this.mempool.size === 0) return;
     this.producing = true;
     try {
-      const params = this.ledger.params();
-      const candidates = this.mempool.peek(params.blockTxsMax, params.blockBytesMax - 64 * 1024);
       const prepared = this.ledger.buildBlock(
-        candidates,
+        this.candidates(),
         this.clock.now(),
         this.validatorId,
         this.lastCommit,
       );
-      const { block } = prepared;
-      const commit = this.signCommit(block);
+      const commit = this.signCommit(prepared.block);
       this.ledger.commit(prepared, commit);
-      this.lastCommit = commit;
-      for (const r of prepared.execution.rejected) {
-        this.mempool.remove(r.txId);
-        this.rememberRejected({
-          txId: r.txId,
-          status: "rejected",
-          code: r.error.code,
-          message: r.error.message,
-        });
-        this.notify(r.txId);
-      }
-      for (const tx of prepared.execution.included) {
-        this.mempool.remove(tx.id);
-        this.notify(tx.id);
-      }
-      this.emit("block", block);
+      this.afterCommit(prepared, commit);
     } finally {
       this.producing = false;
     }
     this.schedule();
+  }
+
+  /** The oldest pending transactions that fit in a block. */
+  candidates(): Tx[] {
+    const params = this.ledger.params();
+    return this.mempool.peek(params.blockTxsMax, params.blockBytesMax - 64 * 1024);
+  }
+
+  /** After a block is durable: drop its transactions from the mempool and answer their waiters. */
+  afterCommit(prepared: PreparedBlock, commit: Commit): void {
+    this.lastCommit = commit;
+    for (const r of prepared.execution.rejected) {
+      this.mempool.remove(r.txId);
+      this.rememberRejected({
+        txId: r.txId,
+        status: "rejected",
+        code: r.error.code,
+        message: r.error.message,
+      });
+      this.notify(r.txId);
+    }
+    for (const tx of prepared.execution.included) {
+      this.mempool.remove(tx.id);
+      this.notify(tx.id);
+    }
+    this.emit("block", prepared.block);
   }
 
   private signCommit(block: Block): Commit {

@@ -7,6 +7,7 @@ import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import { buildApi, defaultApiOptions } from "../api/server.ts";
 import { type PassphraseSource, readPrivateKey, resolvePassphrase } from "../ca/keys.ts";
+import { defaultMachineOptions } from "../core/consensus/machine.ts";
 import { CodedError } from "../core/errors.ts";
 import { ChainStore } from "../storage/chain-store.ts";
 import { type Clock, systemClock } from "./clock.ts";
@@ -14,11 +15,13 @@ import { nodeFiles, readNodeConfig } from "./config.ts";
 import { NodeSignatureVerifier, NodeSigner } from "./crypto-node.ts";
 import { readGenesisFile } from "./genesis-file.ts";
 import { Ledger } from "./ledger.ts";
+import { NetworkNode } from "./network-node.ts";
 import { ChainNode, defaultNodeOptions } from "./node.ts";
 import { nodeX509 } from "./x509-port.ts";
 
 export interface RunningNode {
   readonly node: ChainNode;
+  readonly network: NetworkNode | null;
   readonly api: FastifyInstance;
   readonly url: string;
   close(): Promise<void>;
@@ -55,8 +58,10 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
   const passphrase = resolvePassphrase(options.passphrase);
   const privateKey = readPrivateKey(path.join(dir, nodeFiles.key), { passphrase });
   const ledger = openLedger(dir);
-  const node = new ChainNode(ledger, new NodeSigner(privateKey), clock, {
+  const signer = new NodeSigner(privateKey);
+  const node = new ChainNode(ledger, signer, clock, {
     ...defaultNodeOptions,
+    production: config.p2p === null ? "solo" : "consensus",
     blockIntervalMs: config.blockIntervalMs,
     mempool: {
       txsMax: config.mempoolTxsMax,
@@ -78,16 +83,44 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     ...(tls === undefined ? {} : { tls }),
   });
   node.start();
+  let network: NetworkNode | null = null;
+  if (config.p2p !== null) {
+    const p2p = config.p2p;
+    network = new NetworkNode(ledger, node, signer, clock, {
+      tls: {
+        certPem: fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8"),
+        keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
+        passphrase,
+        caPems: [fs.readFileSync(path.join(dir, nodeFiles.caCert), "utf8")],
+      },
+      listen: { host: p2p.host, port: p2p.port },
+      peers: p2p.peers,
+      observer: p2p.observer,
+      syncRequestTimeoutMs: 5000,
+      consensus: {
+        timeoutCommitMs: p2p.timeoutCommitMs,
+        machine: {
+          ...defaultMachineOptions,
+          timeoutProposeMs: p2p.timeoutProposeMs,
+          timeoutPrevoteMs: p2p.timeoutPrevoteMs,
+          timeoutPrecommitMs: p2p.timeoutPrecommitMs,
+        },
+      },
+    });
+    await network.start();
+  }
   const address = await api.listen({ host: config.api.host, port: config.api.port });
   let closed = false;
   return {
     node,
+    network,
     api,
     url: address,
     async close() {
       if (closed) return;
       closed = true;
       await api.close();
+      await network?.stop();
       await node.stop();
       ledger.store.close();
     },

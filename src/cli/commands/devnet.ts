@@ -42,61 +42,74 @@ export function registerDevnetCommand(program: Command): void {
     .command("devnet")
     .description("start a local network on loopback (created on first run)")
     .option("--dir <dir>", "network folder", ".devnet")
-    .option("--nodes <n>", "validator nodes (single-validator mode supports 1)", "1")
+    .option("--nodes <n>", "validator nodes", "4")
+    .option("--observers <n>", "observer nodes (full replicas that do not vote)", "0")
     .option("--api-port-base <port>", "API port of node0; node i listens on base+i", "7001")
     .option("--reset", "delete the folder first and start a fresh network")
-    .action(async (flags: { dir: string; nodes: string; apiPortBase: string; reset?: boolean }) => {
-      const dir = path.resolve(flags.dir);
-      if (flags.reset) fs.rmSync(dir, { recursive: true, force: true });
-      let layout: NetworkLayout;
-      if (fs.existsSync(path.join(dir, "network.json"))) {
-        layout = readNetworkLayout(dir);
-        process.stdout.write(`using the network in ${dir}\n`);
-      } else {
-        process.stdout.write(`creating a network in ${dir}: root CA, ${10} departments, members, nodes…\n`);
-        layout = await bootstrapNetwork({
-          dir,
-          nodes: Number(flags.nodes),
-          apiPortBase: Number(flags.apiPortBase),
+    .action(
+      async (flags: {
+        dir: string;
+        nodes: string;
+        observers: string;
+        apiPortBase: string;
+        reset?: boolean;
+      }) => {
+        const dir = path.resolve(flags.dir);
+        if (flags.reset) fs.rmSync(dir, { recursive: true, force: true });
+        let layout: NetworkLayout;
+        if (fs.existsSync(path.join(dir, "network.json"))) {
+          layout = readNetworkLayout(dir);
+          process.stdout.write(`using the network in ${dir}\n`);
+        } else {
+          process.stdout.write(`creating a network in ${dir}: root CA, ${10} departments, members, nodes…\n`);
+          layout = await bootstrapNetwork({
+            dir,
+            nodes: Number(flags.nodes),
+            apiPortBase: Number(flags.apiPortBase),
+          });
+        }
+        fs.mkdirSync(path.join(dir, "logs"), { recursive: true });
+        const children = layout.nodes.map((n) =>
+          startNodeProcess(n.dir, layout.passphrasePath, path.join(dir, "logs", `${n.name}.log`)),
+        );
+        let stopping = false;
+        const stopAll = () => {
+          if (stopping) return;
+          stopping = true;
+          for (const c of children) c.kill("SIGTERM");
+        };
+        process.on("SIGINT", stopAll);
+        process.on("SIGTERM", stopAll);
+        children.forEach((c, i) => {
+          c.on("exit", (code) => {
+            if (!stopping)
+              process.stderr.write(`citychain: ${layout.nodes[i]!.name} exited with ${code}; see logs\n`);
+          });
         });
-      }
-      fs.mkdirSync(path.join(dir, "logs"), { recursive: true });
-      const children = layout.nodes.map((n) =>
-        startNodeProcess(n.dir, layout.passphrasePath, path.join(dir, "logs", `${n.name}.log`)),
-      );
-      let stopping = false;
-      const stopAll = () => {
-        if (stopping) return;
-        stopping = true;
-        for (const c of children) c.kill("SIGTERM");
-      };
-      process.on("SIGINT", stopAll);
-      process.on("SIGTERM", stopAll);
-      children.forEach((c, i) => {
-        c.on("exit", (code) => {
-          if (!stopping)
-            process.stderr.write(`citychain: ${layout.nodes[i]!.name} exited with ${code}; see logs\n`);
-        });
-      });
-      await Promise.all(layout.nodes.map((n) => waitReady(layout, n.name, Date.now() + 30_000)));
-      const lines = [
-        "",
-        `chain ${layout.chainId} is running (${layout.nodes.length} node${layout.nodes.length === 1 ? "" : "s"}):`,
-        ...layout.nodes.map((n) => `  ${n.name} (${n.dept})  https://127.0.0.1:${n.apiPort}   data ${n.dir}`),
-        "",
-        `root CA certificate  ${layout.caCertPath}`,
-        `member identities    ${path.join(dir, "identities")}/<dept>.<admin|officer|auditor>/{cert,key}.pem`,
-        `key passphrase       ${layout.passphrasePath}  (dev only)`,
-        `logs                 ${path.join(dir, "logs")}`,
-        "",
-        "try:",
-        `  npx citychain tx submit --network ${flags.dir} --as tax.officer --type kv.put --payload '{"key":"hello","value":{"$text":"world"}}'`,
-        `  npx citychain query kv/tax/hello --network ${flags.dir}`,
-        "",
-        "Ctrl-C stops the network; run again to restart it with its data.",
-        "",
-      ];
-      process.stdout.write(lines.join("\n"));
-      await Promise.all(children.map((c) => new Promise((r) => c.on("exit", r))));
-    });
+        await Promise.all(layout.nodes.map((n) => waitReady(layout, n.name, Date.now() + 30_000)));
+        const lines = [
+          "",
+          `chain ${layout.chainId} is running (${layout.nodes.length} node${layout.nodes.length === 1 ? "" : "s"}):`,
+          ...layout.nodes.map(
+            (n) =>
+              `  ${n.name} (${n.dept}${n.observer ? ", observer" : ""})  API https://127.0.0.1:${n.apiPort}` +
+              `${n.p2pPort === null ? "" : `  p2p ${n.p2pPort}`}   data ${n.dir}`,
+          ),
+          "",
+          `root CA certificate  ${layout.caCertPath}`,
+          `member identities    ${path.join(dir, "identities")}/<dept>.<admin|officer|auditor>/{cert,key}.pem`,
+          `key passphrase       ${layout.passphrasePath}  (dev only)`,
+          `logs                 ${path.join(dir, "logs")}`,
+          "",
+          "try:",
+          `  npx citychain tx submit --network ${flags.dir} --as tax.officer --type kv.put --payload '{"key":"hello","value":{"$text":"world"}}'`,
+          `  npx citychain query kv/tax/hello --network ${flags.dir}`,
+          "",
+          "Ctrl-C stops the network; run again to restart it with its data.",
+          "",
+        ];
+        process.stdout.write(lines.join("\n"));
+        await Promise.all(children.map((c) => new Promise((r) => c.on("exit", r))));
+      },
+    );
 }

@@ -1,0 +1,127 @@
+/**
+ * The ledger as the consensus driver's application (src/consensus/ports.ts): the proposer builds a
+ * block from its mempool, every validator re-executes a proposed block before it votes for it, and
+ * the decided block is committed with its certificate in one atomic step.
+ *
+ * Blocks that were built or checked are kept by hash (bounded) so the decided one is not executed
+ * a second time; the ledger's `buildBlock`/`checkBlock` change nothing until `commit`.
+ */
+
+import type { Application, ProposedBlock } from "../consensus/ports.ts";
+import { type Commit, decodeBlock, decodeCommit, encodeBlock } from "../core/block.ts";
+import type { ValidatorSet } from "../core/consensus/proposer.ts";
+import type { Evidence } from "../core/consensus/types.ts";
+import { bytesEqual, toHex } from "../core/encoding.ts";
+import { assert, CodedError } from "../core/errors.ts";
+import type { Clock } from "./clock.ts";
+import type { Ledger, PreparedBlock } from "./ledger.ts";
+import type { ChainNode } from "./node.ts";
+
+/** Blocks built or checked at the current height and kept for the decision. */
+export const preparedBlocksMax = 16;
+
+export interface LedgerApplicationHooks {
+  onBehind?(height: number): void;
+  onEvidence?(evidence: Evidence): void;
+  onCommitted?(height: number): void;
+}
+
+export class LedgerApplication implements Application {
+  private readonly prepared = new Map<string, PreparedBlock>();
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly node: ChainNode,
+    private readonly clock: Clock,
+    private readonly hooks: LedgerApplicationHooks = {},
+  ) {}
+
+  height(): number {
+    return this.ledger.height();
+  }
+
+  validatorSet(height: number): ValidatorSet {
+    return this.ledger.validatorSetAt(height);
+  }
+
+  proposeBlock(height: number, _round: number): ProposedBlock {
+    assert(height === this.ledger.height() + 1, "proposals are for the next height");
+    const lastCommit = this.lastCommit();
+    const prepared = this.ledger.buildBlock(
+      this.node.candidates(),
+      this.clock.now(),
+      this.node.validatorId,
+      lastCommit,
+    );
+    this.keep(prepared);
+    return { hash: prepared.block.hash, bytes: encodeBlock(prepared.block) };
+  }
+
+  hashBlock(bytes: Uint8Array): Uint8Array | null {
+    try {
+      return decodeBlock(bytes).hash;
+    } catch {
+      return null;
+    }
+  }
+
+  validateBlock(height: number, bytes: Uint8Array): boolean {
+    if (height !== this.ledger.height() + 1) return false;
+    try {
+      const block = decodeBlock(bytes);
+      if (this.prepared.has(toHex(block.hash))) return true;
+      this.keep(this.ledger.checkBlock(block));
+      return true;
+    } catch (error) {
+      if (
+        error instanceof CodedError &&
+        error.code !== "INVARIANT_BROKEN" &&
+        error.code !== "STORAGE_CORRUPT"
+      ) {
+        return false;
+      }
+      throw error;
+    }
+  }
+
+  commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void {
+    assert(height === this.ledger.height() + 1, "decisions commit in order");
+    let prepared = this.prepared.get(toHex(blockHash));
+    if (prepared === undefined) prepared = this.ledger.checkBlock(decodeBlock(blockBytes));
+    assert(bytesEqual(prepared.block.hash, blockHash), "the decided block is the one prepared");
+    this.ledger.commit(prepared, commit);
+    this.prepared.clear();
+    this.node.afterCommit(prepared, commit);
+    this.hooks.onCommitted?.(height);
+  }
+
+  decisionAt(height: number): { readonly blockBytes: Uint8Array; readonly commit: Commit } | undefined {
+    if (height < 1 || height > this.ledger.height()) return undefined;
+    const row = this.ledger.store.blockByHeight(height);
+    const commitBytes = this.ledger.store.commitBytes(height);
+    if (row === undefined || commitBytes === undefined) return undefined;
+    return { blockBytes: row.bytes, commit: decodeCommit(commitBytes) };
+  }
+
+  onBehind(height: number): void {
+    this.hooks.onBehind?.(height);
+  }
+
+  onEvidence(evidence: Evidence): void {
+    this.hooks.onEvidence?.(evidence);
+  }
+
+  private lastCommit(): Commit | null {
+    const height = this.ledger.height();
+    if (height === 0) return null;
+    const bytes = this.ledger.store.commitBytes(height);
+    assert(bytes !== undefined, "the last block's commit is stored");
+    return decodeCommit(bytes);
+  }
+
+  private keep(prepared: PreparedBlock): void {
+    if (this.prepared.size >= preparedBlocksMax)
+      this.prepared.delete(this.prepared.keys().next().value as string);
+    this.prepared.set(toHex(prepared.block.hash), prepared);
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * A department's node on the network: the peer network (mutual TLS, src/p2p), transaction gossip,
+ * the Tendermint driver (src/consensus) over the ledger, and catch-up of missed blocks.
+ *
+ * Peers are judged by the ledger: a node certificate whose key is in the validator set is a
+ * validator; any other valid node certificate of a registered department may follow as an observer
+ * (a full replica that does not vote); anything else is dropped. A node behind its peers fetches
+ * the blocks it lacks one by one, checks each block's commit certificate (> 2/3 of the voting power)
+ * and re-executes it before applying it, answers queries meanwhile, and says it is syncing.
+ */
+import type { Identity } from "../ca/identity.ts";
+import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../consensus/driver.ts";
+import type { TimerClock, TimerId } from "../consensus/ports.ts";
+import { type Commit, decodeBlock, decodeCommit, encodeCommit, validatorIdOf } from "../core/block.ts";
+import { verifyCommit } from "../core/consensus/commit.ts";
+import { bytesEqual } from "../core/encoding.ts";
+import { CodedError } from "../core/errors.ts";
+import { resolveIdentity } from "../core/identity.ts";
+import { type PeerInfo, type PeerMessage, PeerNetwork, type PeerRole } from "../p2p/index.ts";
+import type { Logger } from "../p2p/ports.ts";
+import { TxGossip } from "../p2p/tx-gossip.ts";
+import { SqliteWal } from "../storage/consensus-wal.ts";
+import type { Clock } from "./clock.ts";
+import { LedgerApplication } from "./consensus-app.ts";
+import type { NodeSigner } from "./crypto-node.ts";
+import type { Ledger } from "./ledger.ts";
+import type { ChainNode } from "./node.ts";
+
+export interface NetworkNodeOptions {
+  readonly tls: {
+    readonly certPem: string;
+    readonly keyPem: string;
+    readonly passphrase: string;
+    readonly caPems: string[];
+  };
+  readonly listen: { readonly host: string; readonly port: number } | null;
+  readonly peers: readonly string[];
+  /** Follow the chain without voting even if this node's key is in the validator set. */
+  readonly observer: boolean;
+  readonly consensus: Partial<Omit<DriverOptions, "chainId">>;
+  /** A block request not answered in this time goes to another peer. */
+  readonly syncRequestTimeoutMs: number;
+  readonly logger?: Logger;
+}
+
+/** Real timers behind the driver's clock port. */
+class SystemTimerClock implements TimerClock {
+  private readonly timers = new Map<TimerId, NodeJS.Timeout>();
+  private nextId = 1;
+
+  constructor(private readonly clock: Clock) {}
+
+  now(): number {
+    return this.clock.now();
+  }
+
+  schedule(atMs: number, callback: () => void): TimerId {
+    const id = this.nextId++;
+    const timer = setTimeout(
+      () => {
+        this.timers.delete(id);
+        callback();
+      },
+      Math.max(0, atMs - this.clock.now()),
+    );
+    this.timers.set(id, timer);
+    return id;
+  }
+
+  cancel(id: TimerId): void {
+    const timer = this.timers.get(id);
+    if (timer !== undefined) clearTimeout(timer);
+    this.timers.delete(id);
+  }
+
+  cancelAll(): void {
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+  }
+}
+
+const consensusKindByCode = { 1: "proposal", 2: "vote", 3: "decision" } as const;
+
+/** The driver's message kind sits in the first element of its CBOR array (a one-byte header). */
+function consensusKindOf(bytes: Uint8Array): "proposal" | "vote" | "decision" {
+  const kind = consensusKindByCode[bytes[1] as 1 | 2 | 3];
+  if (kind === undefined) throw new CodedError("INVARIANT_BROKEN", "consensus message of unknown kind");
+  return kind;
+}
+
+/** Frames must carry a whole block (proposals, catch-up), and a slow peer's queue two of them. */
+function networkLimitsFor(blockBytesMax: number) {
+  const frameBytesMax = blockBytesMax + 64 * 1024;
+  return {
+    frameBytesMax,
+    consensusBytesMax: blockBytesMax + 16 * 1024,
+    blockBytesMax,
+    sendQueueBytesMax: 2 * frameBytesMax + 1024 * 1024,
+    inboundBytesBurst: Math.max(64 * 1024 * 1024, 2 * frameBytesMax),
+  };
+}
+
+export class NetworkNode {
+  readonly network: PeerNetwork;
+  readonly gossip: TxGossip;
+  private driver: ConsensusDriver;
+  private readonly timerClock: SystemTimerClock;
+  private readonly wal: SqliteWal;
+  private readonly app: LedgerApplication;
+  private syncPeer: string | null = null;
+  private syncTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly node: ChainNode,
+    private readonly signer: NodeSigner,
+    private readonly clock: Clock,
+    private readonly options: NetworkNodeOptions,
+  ) {
+    this.timerClock = new SystemTimerClock(clock);
+    this.wal = new SqliteWal(ledger.store.db);
+    this.app = new LedgerApplication(ledger, node, clock, {
+      onBehind: (height) => this.catchUp(height),
+      onCommitted: (height) => this.network.broadcast({ type: "status", height }),
+      onEvidence: (evidence) => options.logger?.warn({ kind: evidence.kind }, "consensus evidence"),
+    });
+    this.network = new PeerNetwork({
+      chainId: ledger.latest().header.chainId,
+      tls: options.tls,
+      listen: options.listen,
+      peers: options.peers,
+      authorizePeer: (identity) => this.authorize(identity),
+      height: () => ledger.height(),
+      limits: networkLimitsFor(ledger.params().blockBytesMax),
+      ...(options.logger === undefined ? {} : { logger: options.logger }),
+    });
+    this.gossip = new TxGossip(this.network, {
+      admit: async (bytes) => {
+        try {
+          const status = await node.submit(bytes);
+          return status.status === "rejected" ? "rejected" : "accepted";
+        } catch (error) {
+          if (error instanceof CodedError && error.code === "SIGNATURE_INVALID") return "misbehaving";
+          return "rejected";
+        }
+      },
+    });
+    node.onAdmitted = (tx) => this.gossip.publish(tx.bytes);
+    this.network.subscribe({
+      onMessage: (peer, message) => this.onMessage(peer, message),
+      onPeerUp: (peer) => this.onPeerUp(peer),
+      onPeerDown: (peer) => {
+        if (this.syncPeer === peer) this.syncPeer = null;
+      },
+    });
+    this.driver = this.makeDriver();
+  }
+
+  get listenPort(): number | null {
+    return this.network.listenPort;
+  }
+
+  private isValidator(): boolean {
+    return (
+      !this.options.observer && this.ledger.validators().some((v) => bytesEqual(v.id, this.node.validatorId))
+    );
+  }
+
+  private makeDriver(): ConsensusDriver {
+    const params = this.ledger.params();
+    return new ConsensusDriver(
+      {
+        clock: this.timerClock,
+        transport: {
+          broadcast: (bytes) => {
+            this.network.broadcast({ type: "consensus", kind: consensusKindOf(bytes), bytes });
+          },
+          send: (peer, bytes) => {
+            this.network.send(peer, { type: "consensus", kind: consensusKindOf(bytes), bytes });
+          },
+        },
+        signer: this.isValidator()
+          ? { validatorId: this.node.validatorId, sign: (message) => this.signer.signSync(message) }
+          : null,
+        verifier: this.ledger.verifier,
+        wal: this.wal,
+        app: this.app,
+      },
+      {
+        ...defaultDriverOptions,
+        ...this.options.consensus,
+        chainId: params.chainId,
+        blockBytesMax: params.blockBytesMax,
+      },
+    );
+  }
+
+  async start(): Promise<void> {
+    await this.network.start();
+    this.driver.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.driver.stop();
+    this.timerClock.cancelAll();
+    if (this.syncTimer !== null) clearTimeout(this.syncTimer);
+    await this.network.close();
+  }
+
+  /** Validator if its key is in the set, observer if it is any other valid node of a registered department. */
+  private authorize(identity: Identity): PeerRole | null {
+    if (identity.kind !== "node") return null;
+    try {
+      resolveIdentity(this.ledger.x509, this.ledger.state, identity.der, this.clock.now());
+    } catch {
+      return null;
+    }
+    const id = validatorIdOf(identity.publicKeySpki);
+    return this.ledger.validators().some((v) => bytesEqual(v.id, id)) ? "validator" : "observer";
+  }
+
+  private onPeerUp(peer: PeerInfo): void {
+    if (peer.height > this.ledger.height()) this.catchUp(peer.height);
+  }
+
+  private onMessage(peer: string, message: PeerMessage): void {
+    switch (message.type) {
+      case "consensus":
+        if (!this.node.syncing) this.driver.receive(peer, message.bytes);
+        return;
+      case "status":
+        if (message.height > this.ledger.height()) this.catchUp(message.height);
+        return;
+      case "block-request":
+        this.serveBlock(peer, message.height);
+        return;
+      case "block-response":
+        this.applySynced(peer, message.height, message.block, message.commit);
+        return;
+      default:
+        return;
+    }
+  }
+
+  // ---- catch-up ----
+
+  private catchUp(targetHeight: number): void {
+    if (this.stopped || targetHeight <= this.ledger.height()) return;
+    if (this.syncPeer !== null) return;
+    const next = this.ledger.height() + 1;
+    const peer = this.network.peers().find((p) => p.height >= next);
+    if (peer === undefined) return;
+    this.node.syncing = true;
+    this.syncPeer = peer.nodeId;
+    this.network.send(peer.nodeId, { type: "block-request", height: next });
+    this.syncTimer = setTimeout(() => {
+      this.syncTimer = null;
+      this.syncPeer = null;
+      this.catchUp(next);
+    }, this.options.syncRequestTimeoutMs);
+  }
+
+  private serveBlock(peer: string, height: number): void {
+    const decision = this.app.decisionAt(height);
+    if (decision === undefined) return;
+    this.network.send(peer, {
+      type: "block-response",
+      height,
+      block: decision.blockBytes,
+      commit: encodeCommit(decision.commit),
+    });
+  }
+
+  private applySynced(peer: string, height: number, blockBytes: Uint8Array, commitBytes: Uint8Array): void {
+    if (peer !== this.syncPeer || height !== this.ledger.height() + 1) return;
+    if (this.syncTimer !== null) clearTimeout(this.syncTimer);
+    this.syncTimer = null;
+    this.syncPeer = null;
+    let commit: Commit;
+    try {
+      const block = decodeBlock(blockBytes);
+      commit = decodeCommit(commitBytes);
+      if (commit.height !== height || !bytesEqual(commit.blockHash, block.hash))
+        throw new Error("commit is for another block");
+      const check = verifyCommit(
+        block.header.chainId,
+        this.ledger.validators(),
+        commit,
+        this.ledger.verifier,
+      );
+      if (!check.ok) throw new Error(check.reason);
+      // Re-executes and compares every root: a peer cannot make us accept a block we would not make.
+      const prepared = this.ledger.checkBlock(block);
+      this.ledger.commit(prepared, commit);
+      this.node.afterCommit(prepared, commit);
+    } catch (error) {
+      this.options.logger?.warn({ height, peer, reason: (error as Error).message }, "catch-up block refused");
+      this.network.disconnect(peer, "bad-message", "sent a block that does not verify");
+      this.catchUp(height);
+      return;
+    }
+    const best = Math.max(0, ...this.network.peers().map((p) => p.height));
+    if (best > this.ledger.height()) {
+      this.catchUp(best);
+      return;
+    }
+    // Caught up: restart consensus at the new height.
+    this.node.syncing = false;
+    this.driver.stop();
+    this.driver = this.makeDriver();
+    this.driver.start();
+  }
+}
