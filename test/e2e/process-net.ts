@@ -21,6 +21,25 @@ export async function freePort(): Promise<number> {
   });
 }
 
+async function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/** A base port with `count` free ports above it (API ports, then peer ports 100 higher). */
+export async function freePortBase(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    let ok = true;
+    for (let i = 0; i < count && ok; i++) ok = (await isFree(base + i)) && (await isFree(base + 100 + i));
+    if (ok) return base;
+  }
+  throw new Error("no free port range");
+}
+
 export interface ProcessNetwork {
   readonly layout: NetworkLayout;
   readonly passphrase: string;
@@ -34,13 +53,16 @@ export interface ProcessNetwork {
 }
 
 export async function createProcessNetwork(
-  options: { nodes?: number; blockIntervalMs?: number } = {},
+  options: { nodes?: number; observers?: number; blockIntervalMs?: number; timeoutCommitMs?: number } = {},
 ): Promise<ProcessNetwork> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "citychain-e2e-"));
+  const total = (options.nodes ?? 1) + (options.observers ?? 0);
   const layout = await bootstrapNetwork({
     dir,
     nodes: options.nodes ?? 1,
-    apiPortBase: await freePort(),
+    observers: options.observers ?? 0,
+    apiPortBase: total === 1 ? await freePort() : await freePortBase(total),
+    ...(options.timeoutCommitMs === undefined ? {} : { timeoutCommitMs: options.timeoutCommitMs }),
     ...(options.blockIntervalMs === undefined ? {} : { blockIntervalMs: options.blockIntervalMs }),
   });
   const passphrase = fs.readFileSync(layout.passphrasePath, "utf8").trim();
