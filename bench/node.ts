@@ -1,8 +1,9 @@
 /**
- * Single-node benchmark (not a test): committed transactions per second at saturation, submit-to-
- * commit latency at half that rate, and signed state-proof reads per second.
+ * Benchmark (not a test): committed transactions per second at saturation, submit-to-commit latency
+ * at half that rate, blocks per second when idle, and signed state-proof reads per second.
  *
- *   npm run bench -- [--txs 60000] [--senders 6] [--batch 500] [--connections 4] [--proof-reads 20000]
+ *   npm run bench -- [--nodes 1] [--txs 60000] [--senders 6] [--batch 500] [--connections 4] [--proof-reads 20000]
+ *   npm run bench:network            (the same with --nodes 4: four validators in BFT consensus)
  *
  * The node runs as its own process (the real `citychain node start`); this process is the load
  * generator, which pre-signs every transaction before the clock starts so signing does not count.
@@ -18,6 +19,7 @@ import { createProcessNetwork } from "../test/e2e/process-net.ts";
 
 const { values: args } = parseArgs({
   options: {
+    nodes: { type: "string", default: "1" },
     txs: { type: "string", default: "60000" },
     senders: { type: "string", default: "6" },
     batch: { type: "string", default: "500" },
@@ -26,6 +28,7 @@ const { values: args } = parseArgs({
     "block-interval-ms": { type: "string", default: "25" },
   },
 });
+const nodeCount = Number(args.nodes);
 const txCount = Number(args.txs);
 const senderCount = Number(args.senders);
 const batchSize = Number(args.batch);
@@ -39,7 +42,9 @@ function cpuTimes(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
-function processCpuMs(pid: number): number {
+function processCpuMs(pids: number | number[]): number {
+  if (Array.isArray(pids)) return pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  const pid = pids;
   const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]);
   return (ticks * 1000) / 100;
@@ -49,7 +54,7 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-async function measure<T>(pid: number, run: () => Promise<T>) {
+async function measure<T>(pid: number | number[], run: () => Promise<T>) {
   const c0 = cpuTimes();
   const n0 = processCpuMs(pid);
   const s0 = process.cpuUsage();
@@ -95,16 +100,27 @@ async function presign(
 
 async function main() {
   process.stdout.write(
-    `citychain single-node benchmark on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
+    `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
   );
-  const net = await createProcessNetwork({ blockIntervalMs: Number(args["block-interval-ms"]) });
+  const net = await createProcessNetwork({ nodes: nodeCount, blockIntervalMs: Number(args["block-interval-ms"]) });
   try {
-    const child = await net.start();
-    const pid = child.pid!;
+    const children = await Promise.all(Array.from({ length: nodeCount }, (_, i) => net.start(i)));
+    const pid = children.map((c) => c.pid!);
     const depts = ["tax", "civil", "police", "social", "realestate", "land", "fund", "health", "market"];
+    // Senders spread over the nodes' APIs, as departments would each use their own node.
     const clients = await Promise.all(
-      Array.from({ length: senderCount }, (_, i) => net.client(`${depts[i % depts.length]}.officer`)),
+      Array.from({ length: senderCount }, (_, i) => net.client(`${depts[i % depts.length]}.officer`, i % nodeCount)),
     );
+    if (nodeCount > 1) {
+      const probe = await net.client("infocenter.auditor");
+      const h0 = (await probe.status()).height;
+      const idle = await measure(pid, () => new Promise((r) => setTimeout(r, 10_000)));
+      const h1 = (await probe.status()).height;
+      process.stdout.write(
+        `idle: ${((h1 - h0) / idle.seconds).toFixed(2)} blocks/s over ${idle.seconds.toFixed(0)} s;` +
+          ` machine busy ${(idle.machineBusy * 100).toFixed(0)}%, nodes ${idle.nodeCores.toFixed(2)} cores\n`,
+      );
+    }
     const chainId = await clients[0]!.chainId();
     // Each sender's first transaction carries its certificate; afterwards it is referred to by id.
     await Promise.all(clients.map((c, i) => c.send("kv.put", { key: `warmup/${i}`, value: utf8("w") })));
@@ -138,7 +154,7 @@ async function main() {
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
-        ` node ${sat.nodeCores.toFixed(2)} cores, load generator ${sat.loadgenCores.toFixed(2)} cores\n`,
+        ` nodes ${sat.nodeCores.toFixed(2)} cores, load generator ${sat.loadgenCores.toFixed(2)} cores\n`,
     );
 
     // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed

@@ -1,0 +1,650 @@
+/**
+ * The consensus driver ("reactor"): moves messages between the pure machine
+ * (src/core/consensus/machine.ts) and the world, through ports only (./ports.ts).
+ *
+ * Inbound: bytes from a peer are decoded (strict, size-limited), checked against the height's
+ * validator set, their signatures verified, and only then fed to the machine, which asserts what the
+ * driver promised (the sender is a validator). Messages for the next height wait in a bounded buffer;
+ * messages for an older height get the decision of that height back (so a peer that missed the
+ * precommits can finish it); a decision for a later height calls the application's catch-up hook.
+ *
+ * Outbound, the WAL rule: for every proposal or vote the machine asks for, the driver
+ *   1. refuses if the WAL already holds a different signed value for that (height, round, type)
+ *      (NoDoubleSign across crashes; the same value is simply re-sent),
+ *   2. appends the block the message names (so a restart can re-propose a locked value),
+ *   3. signs, appends the signed message (durable before anything leaves the node),
+ *   4. broadcasts it, and feeds it back to the machine as if received (a node counts its own vote).
+ *
+ * Gossip is minimal here, but it keeps the paper's assumption that a message one correct node
+ * received every correct node eventually receives: every `rebroadcastIntervalMs` until the height is
+ * decided, the driver re-sends its own messages of the height and relays the messages of others that
+ * still matter: those of the current round, and the prevotes of the rounds that justify a lock or a
+ * re-proposal (validRound, lockedRound, the polRound of current proposals). Without the relay a
+ * Byzantine validator that shows its prevote to some nodes only can keep the others from ever seeing
+ * the polka behind a re-proposed value, and the height stalls. (The p2p step replaces this with
+ * per-peer gossip of what each peer lacks.)
+ */
+import type { Commit } from "../core/block.ts";
+import { verifyCommit } from "../core/consensus/commit.ts";
+import {
+  type ConsensusState,
+  defaultMachineOptions,
+  type Effect,
+  hasVote,
+  initialState,
+  type MachineInput,
+  type MachineOptions,
+  type MachineView,
+  proposerOf,
+  step,
+  validatorOf,
+  verdictFor,
+  viewOf,
+} from "../core/consensus/machine.ts";
+import {
+  type ConsensusMessage,
+  consensusLimits,
+  decodeConsensusMessage,
+  encodeConsensusMessage,
+  type Proposal,
+  proposalSignBytes,
+  sameValue,
+  type UnsignedProposal,
+  type UnsignedVote,
+  type Vote,
+  valueKey,
+  voteSignBytes,
+} from "../core/consensus/types.ts";
+import { assert } from "../core/errors.ts";
+import type {
+  Application,
+  PeerId,
+  SignerPort,
+  TimerClock,
+  TimerId,
+  TransportPort,
+  VerifierPort,
+  Wal,
+} from "./ports.ts";
+import type { WalRecord } from "./wal.ts";
+
+export interface DriverOptions {
+  readonly chainId: string;
+  readonly machine: MachineOptions;
+  readonly blockBytesMax: number;
+  /** Own messages of an undecided height are re-sent this often (eventual delivery over loss). */
+  readonly rebroadcastIntervalMs: number;
+  /** Own messages re-sent per interval, newest first (a long height has many rounds). */
+  readonly rebroadcastMessagesMax: number;
+  /** Others' messages kept for relay at the current height (one per sender and slot). */
+  readonly relayMessagesMax: number;
+  /** Pause after a decision before the next height starts (CometBFT's timeout_commit). */
+  readonly timeoutCommitMs: number;
+  /** Messages for the next height held until this node gets there. */
+  readonly futureMessagesMax: number;
+  /** Block bytes held for the current height (proposals, own values). */
+  readonly blocksCachedMax: number;
+  /** A lagging peer gets at most one decision per height per this interval. */
+  readonly catchUpReplyIntervalMs: number;
+  /**
+   * Votes of the height just decided keep arriving for a moment from peers that are deciding too;
+   * only after this grace does such a vote mean its sender is stuck and needs the decision.
+   */
+  readonly catchUpGraceMs: number;
+  /** Peers remembered for that rate limit. */
+  readonly catchUpPeersMax: number;
+}
+
+export const defaultDriverOptions: Omit<DriverOptions, "chainId"> = {
+  machine: defaultMachineOptions,
+  blockBytesMax: consensusLimits.blockBytesMax,
+  rebroadcastIntervalMs: 1000,
+  rebroadcastMessagesMax: 64,
+  relayMessagesMax: 4096,
+  timeoutCommitMs: 0,
+  futureMessagesMax: 1024,
+  blocksCachedMax: 16,
+  catchUpReplyIntervalMs: 500,
+  catchUpGraceMs: 500,
+  catchUpPeersMax: 1024,
+};
+
+export interface DriverPorts {
+  readonly clock: TimerClock;
+  readonly transport: TransportPort;
+  /** null for an observer, which follows consensus without signing. */
+  readonly signer: SignerPort | null;
+  readonly verifier: VerifierPort;
+  readonly wal: Wal;
+  readonly app: Application;
+}
+
+/** What the driver dropped or did, by reason: tests and metrics read these. */
+export interface DriverCounters {
+  malformed: number;
+  nonValidator: number;
+  badSignature: number;
+  notProposer: number;
+  blockMismatch: number;
+  wrongChain: number;
+  futureBuffered: number;
+  futureDropped: number;
+  stale: number;
+  duplicate: number;
+  catchUpReplies: number;
+  behind: number;
+  refusedDoubleSign: number;
+  evidence: number;
+  decided: number;
+  rebroadcasts: number;
+}
+
+interface SignedSlot {
+  readonly value: string;
+  readonly wire: Uint8Array;
+}
+
+/** A verified message of another validator, kept to relay. `polRound` is -1 except for proposals. */
+interface RelayEntry {
+  readonly round: number;
+  readonly polRound: number;
+  readonly wire: Uint8Array;
+}
+
+export class ConsensusDriver {
+  private state: ConsensusState;
+  private readonly queue: MachineInput[] = [];
+  private draining = false;
+  private stopped = true;
+  private readonly timers = new Set<TimerId>();
+  /** Block bytes of the current height by hash hex, in arrival order. */
+  private readonly blocks = new Map<string, Uint8Array>();
+  private readonly blocksInWal = new Set<string>();
+  /** NoDoubleSign: what this node signed at the current height, by slot ("p/round", "v/round/type"). */
+  private readonly signed = new Map<string, SignedSlot>();
+  private readonly relay = new Map<string, RelayEntry>();
+  private readonly future: {
+    readonly from: PeerId;
+    readonly message: ConsensusMessage;
+    readonly wire: Uint8Array;
+  }[] = [];
+  private readonly catchUpReplies = new Map<PeerId, { height: number; atMs: number }>();
+  private nextHeight = -1;
+  private enteredHeightAtMs = 0;
+  readonly counters: DriverCounters = {
+    malformed: 0,
+    nonValidator: 0,
+    badSignature: 0,
+    notProposer: 0,
+    blockMismatch: 0,
+    wrongChain: 0,
+    futureBuffered: 0,
+    futureDropped: 0,
+    stale: 0,
+    duplicate: 0,
+    catchUpReplies: 0,
+    behind: 0,
+    refusedDoubleSign: 0,
+    evidence: 0,
+    decided: 0,
+    rebroadcasts: 0,
+  };
+
+  constructor(
+    private readonly ports: DriverPorts,
+    readonly options: DriverOptions,
+  ) {
+    assert(
+      options.rebroadcastIntervalMs > 0 && options.catchUpReplyIntervalMs >= 0,
+      "driver intervals are positive",
+    );
+    assert(
+      options.blocksCachedMax >= 4 && options.futureMessagesMax >= 0,
+      "driver bounds leave room to work",
+    );
+    this.state = initialState({
+      chainId: options.chainId,
+      self: ports.signer?.validatorId ?? null,
+      options: options.machine,
+    });
+  }
+
+  /** Starts (or, after a crash, resumes) at the height after the application's last block. */
+  start(): void {
+    assert(this.stopped, "start once");
+    this.stopped = false;
+    this.enterHeight(this.ports.app.height() + 1);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const id of this.timers) this.ports.clock.cancel(id);
+    this.timers.clear();
+    this.queue.length = 0;
+  }
+
+  view(): MachineView | null {
+    return viewOf(this.state);
+  }
+
+  // ---- heights ----
+
+  private enterHeight(height: number): void {
+    for (const id of this.timers) this.ports.clock.cancel(id);
+    this.timers.clear();
+    this.blocks.clear();
+    this.blocksInWal.clear();
+    this.signed.clear();
+    this.relay.clear();
+    this.enteredHeightAtMs = this.ports.clock.now();
+    const validatorSet = this.ports.app.validatorSet(height);
+    const recovery = this.recover(height);
+    const recovered = [...this.signed.values()];
+    this.feed({ kind: "start", height, validatorSet, recovery });
+    // Whatever the WAL says was signed may never have left the node: send it (again).
+    for (const slot of recovered) this.ports.transport.broadcast(slot.wire);
+    this.scheduleRebroadcast(height);
+    this.drainFuture(height);
+  }
+
+  /** Reads back what this node signed at `height` before a crash (empty on a clean start). */
+  private recover(height: number): { proposals: Proposal[]; votes: Vote[] } {
+    const proposals: Proposal[] = [];
+    const votes: Vote[] = [];
+    for (const record of this.ports.wal.replay(height)) {
+      if (record.kind === "block") {
+        this.cacheBlock(record.blockHash, record.blockBytes);
+        this.blocksInWal.add(valueKey(record.blockHash));
+      } else if (record.kind === "proposal") {
+        proposals.push(record.proposal);
+        this.signed.set(`p/${record.proposal.round}`, {
+          value: valueKey(record.proposal.blockHash),
+          wire: this.proposalWire(record.proposal),
+        });
+      } else {
+        votes.push(record.vote);
+        this.signed.set(`v/${record.vote.round}/${record.vote.type}`, {
+          value: valueKey(record.vote.blockHash),
+          wire: encodeConsensusMessage({ kind: "vote", vote: record.vote }),
+        });
+      }
+    }
+    return { proposals, votes };
+  }
+
+  private proposalWire(proposal: Proposal): Uint8Array {
+    const blockBytes = this.blocks.get(valueKey(proposal.blockHash));
+    assert(blockBytes !== undefined, "the WAL holds the block of every own proposal before the proposal");
+    return encodeConsensusMessage({ kind: "proposal", proposal, blockBytes });
+  }
+
+  private currentHeight(): number {
+    return this.state.current?.height ?? -1;
+  }
+
+  // ---- the machine loop: one input at a time, effects in order ----
+
+  private feed(input: MachineInput): void {
+    this.queue.push(input);
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.queue.length > 0 && !this.stopped) {
+        const result = step(this.state, this.queue.shift()!);
+        this.state = result.state;
+        if (result.dropped === "duplicate") this.counters.duplicate++;
+        else if (result.dropped !== null) this.counters.stale++;
+        for (const effect of result.effects) this.execute(effect);
+      }
+    } finally {
+      this.draining = false;
+    }
+    if (this.nextHeight > 0 && !this.stopped) {
+      const height = this.nextHeight;
+      this.nextHeight = -1;
+      this.enterHeight(height);
+    }
+  }
+
+  private execute(effect: Effect): void {
+    switch (effect.kind) {
+      case "requestValue":
+        this.provideValue(effect.height, effect.round);
+        break;
+      case "broadcastProposal":
+        this.signProposal(effect.proposal);
+        break;
+      case "broadcastVote":
+        this.signVote(effect.vote);
+        break;
+      case "scheduleTimeout": {
+        const { step: s, height, round } = effect;
+        this.after(effect.durationMs, () => this.feed({ kind: "timeout", step: s, height, round }));
+        break;
+      }
+      case "validateBlock":
+        this.validate(effect.height, effect.blockHash);
+        break;
+      case "decide":
+        this.decide(effect.height, effect.blockHash, effect.commit);
+        break;
+      case "evidence":
+        this.counters.evidence++;
+        this.ports.app.onEvidence?.(effect.evidence);
+        break;
+    }
+  }
+
+  private after(durationMs: number, callback: () => void): void {
+    const id = this.ports.clock.schedule(this.ports.clock.now() + durationMs, () => {
+      this.timers.delete(id);
+      if (!this.stopped) callback();
+    });
+    this.timers.add(id);
+  }
+
+  private provideValue(height: number, round: number): void {
+    const block = this.ports.app.proposeBlock(height, round);
+    const hash = this.ports.app.hashBlock(block.bytes);
+    assert(
+      hash !== null && sameValue(hash, block.hash),
+      "the application's proposed block hashes to its hash",
+    );
+    this.cacheBlock(block.hash, block.bytes);
+    this.feed({ kind: "value", height, round, blockHash: block.hash });
+  }
+
+  private validate(height: number, blockHash: Uint8Array): void {
+    const bytes = this.blocks.get(valueKey(blockHash));
+    if (bytes === undefined) return; // the bytes come later with a proposal or a decision message
+    const valid = this.ports.app.validateBlock(height, bytes);
+    this.feed({ kind: "blockVerdict", blockHash, valid });
+  }
+
+  private decide(height: number, blockHash: Uint8Array, commit: Commit): void {
+    const bytes = this.blocks.get(valueKey(blockHash));
+    assert(bytes !== undefined, "a decided block's bytes are held: it was judged valid from them");
+    this.ports.app.commit(height, blockHash, bytes, commit);
+    this.ports.wal.truncateBelow(height + 1);
+    this.counters.decided++;
+    if (this.options.timeoutCommitMs === 0) {
+      this.nextHeight = height + 1; // entered once the current input is fully handled
+    } else {
+      this.after(this.options.timeoutCommitMs, () => this.enterHeight(height + 1));
+    }
+  }
+
+  // ---- signing under the WAL rule ----
+
+  private signProposal(unsigned: UnsignedProposal): void {
+    const signer = this.ports.signer;
+    assert(
+      signer !== null && sameValue(unsigned.proposer, signer.validatorId),
+      "only this node's proposals are signed",
+    );
+    const slot = `p/${unsigned.round}`;
+    if (this.refuseOrResend(slot, valueKey(unsigned.blockHash))) return;
+    const blockBytes = this.blocks.get(valueKey(unsigned.blockHash));
+    assert(blockBytes !== undefined, "the driver holds the bytes of every value the machine proposes");
+    this.logBlock(unsigned.height, unsigned.blockHash, blockBytes);
+    const proposal: Proposal = { ...unsigned, signature: signer.sign(proposalSignBytes(unsigned)) };
+    this.ports.wal.append({ kind: "proposal", proposal });
+    const wire = encodeConsensusMessage({ kind: "proposal", proposal, blockBytes });
+    this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
+    this.ports.transport.broadcast(wire);
+    this.feed({ kind: "proposal", proposal });
+  }
+
+  private signVote(unsigned: UnsignedVote): void {
+    const signer = this.ports.signer;
+    assert(
+      signer !== null && sameValue(unsigned.validatorId, signer.validatorId),
+      "only this node's votes are signed",
+    );
+    const slot = `v/${unsigned.round}/${unsigned.type}`;
+    if (this.refuseOrResend(slot, valueKey(unsigned.blockHash))) return;
+    if (unsigned.blockHash !== null) {
+      const bytes = this.blocks.get(valueKey(unsigned.blockHash));
+      if (bytes !== undefined) this.logBlock(unsigned.height, unsigned.blockHash, bytes);
+    }
+    const vote: Vote = { ...unsigned, signature: signer.sign(voteSignBytes(this.options.chainId, unsigned)) };
+    this.ports.wal.append({ kind: "vote", vote });
+    const wire = encodeConsensusMessage({ kind: "vote", vote });
+    this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
+    this.ports.transport.broadcast(wire);
+    this.feed({ kind: "vote", vote });
+  }
+
+  /** True when the slot was signed before: the same value is re-sent, a different one refused. */
+  private refuseOrResend(slot: string, value: string): boolean {
+    const previous = this.signed.get(slot);
+    if (previous === undefined) return false;
+    if (previous.value === value) this.ports.transport.broadcast(previous.wire);
+    else this.counters.refusedDoubleSign++;
+    return true;
+  }
+
+  private logBlock(height: number, blockHash: Uint8Array, blockBytes: Uint8Array): void {
+    const key = valueKey(blockHash);
+    if (this.blocksInWal.has(key)) return;
+    const record: WalRecord = { kind: "block", height, blockHash, blockBytes };
+    this.ports.wal.append(record);
+    this.blocksInWal.add(key);
+  }
+
+  private cacheBlock(blockHash: Uint8Array, bytes: Uint8Array): void {
+    const key = valueKey(blockHash);
+    if (this.blocks.has(key)) return;
+    if (this.blocks.size >= this.options.blocksCachedMax) this.evictBlock();
+    this.blocks.set(key, bytes);
+  }
+
+  /** Evicts the oldest block that no lock, valid value or own signature refers to. */
+  private evictBlock(): void {
+    const view = viewOf(this.state);
+    const keep = new Set<string>(this.blocksInWal);
+    if (view?.lockedValue) keep.add(valueKey(view.lockedValue));
+    if (view?.validValue) keep.add(valueKey(view.validValue));
+    for (const key of this.blocks.keys()) {
+      if (!keep.has(key)) {
+        this.blocks.delete(key);
+        return;
+      }
+    }
+  }
+
+  // ---- gossip ----
+
+  private scheduleRebroadcast(height: number): void {
+    this.after(this.options.rebroadcastIntervalMs, () => {
+      if (this.currentHeight() !== height || this.view()?.decided) return;
+      const own = [...this.signed.values()]
+        .slice(-this.options.rebroadcastMessagesMax)
+        .map((slot) => slot.wire);
+      const relayed = this.relayable();
+      for (const wire of [...own, ...relayed]) this.ports.transport.broadcast(wire);
+      this.counters.rebroadcasts += own.length + relayed.length;
+      this.scheduleRebroadcast(height);
+    });
+  }
+
+  /** Others' messages of the rounds that still matter (see the header): current, valid, locked, POL. */
+  private relayable(): Uint8Array[] {
+    const view = this.view();
+    if (view === null) return [];
+    const rounds = new Set<number>([view.round, view.validRound, view.lockedRound]);
+    for (const entry of this.relay.values()) {
+      if (entry.round === view.round && entry.polRound >= 0) rounds.add(entry.polRound);
+    }
+    const out: Uint8Array[] = [];
+    for (const entry of this.relay.values()) if (rounds.has(entry.round)) out.push(entry.wire);
+    return out;
+  }
+
+  private remember(slot: string, entry: RelayEntry): void {
+    if (this.relay.has(slot) || this.relay.size >= this.options.relayMessagesMax) return;
+    this.relay.set(slot, entry);
+  }
+
+  private replyWithDecision(from: PeerId, height: number): void {
+    const now = this.ports.clock.now();
+    const justDecided = height === this.currentHeight() - 1;
+    if (justDecided && now - this.enteredHeightAtMs < this.options.catchUpGraceMs) return;
+    const last = this.catchUpReplies.get(from);
+    if (last !== undefined && last.height === height && now - last.atMs < this.options.catchUpReplyIntervalMs)
+      return;
+    const decision = this.ports.app.decisionAt(height);
+    if (decision === undefined) return;
+    if (last === undefined && this.catchUpReplies.size >= this.options.catchUpPeersMax) {
+      this.catchUpReplies.delete(this.catchUpReplies.keys().next().value as PeerId);
+    }
+    this.catchUpReplies.set(from, { height, atMs: now });
+    this.counters.catchUpReplies++;
+    this.ports.transport.send(from, encodeConsensusMessage({ kind: "decision", height, ...decision }));
+  }
+
+  // ---- inbound ----
+
+  /** Bytes from a peer. Never throws on anything a peer can send. */
+  receive(from: PeerId, bytes: Uint8Array): void {
+    if (this.stopped) return;
+    let message: ConsensusMessage;
+    try {
+      message = decodeConsensusMessage(bytes, this.options.blockBytesMax);
+    } catch {
+      this.counters.malformed++;
+      return;
+    }
+    this.route(from, message, bytes);
+  }
+
+  private route(from: PeerId, message: ConsensusMessage, wire: Uint8Array): void {
+    const height =
+      message.kind === "proposal"
+        ? message.proposal.height
+        : message.kind === "vote"
+          ? message.vote.height
+          : message.height;
+    const current = this.currentHeight();
+    if (message.kind === "decision") {
+      if (height === current) this.acceptDecision(message.blockBytes, message.commit);
+      else if (height > current) this.behind(height);
+      return;
+    }
+    if (height < current) this.replyWithDecision(from, height);
+    else if (height === current + 1) this.bufferFuture(from, message, wire);
+    else if (height > current) this.behind(height);
+    else if (message.kind === "vote") this.acceptVote(message.vote, wire);
+    else this.acceptProposal(message.proposal, message.blockBytes, wire);
+  }
+
+  private behind(height: number): void {
+    this.counters.behind++;
+    this.ports.app.onBehind?.(height);
+  }
+
+  private bufferFuture(from: PeerId, message: ConsensusMessage, wire: Uint8Array): void {
+    if (this.future.length >= this.options.futureMessagesMax) {
+      this.counters.futureDropped++;
+      return;
+    }
+    this.counters.futureBuffered++;
+    this.future.push({ from, message, wire });
+  }
+
+  private drainFuture(height: number): void {
+    const ready = this.future.splice(0, this.future.length);
+    for (const { from, message, wire } of ready) {
+      if (this.currentHeight() !== height) break;
+      this.route(from, message, wire);
+    }
+  }
+
+  private acceptVote(vote: Vote, wire: Uint8Array): void {
+    if (hasVote(this.state, vote)) {
+      this.counters.duplicate++; // re-sent or duplicated by the network: verified already
+      return;
+    }
+    const validator = validatorOf(this.state, vote.validatorId);
+    if (validator === undefined) {
+      this.counters.nonValidator++;
+      return;
+    }
+    if (
+      !this.ports.verifier.verify(
+        validator.publicKeySpki,
+        voteSignBytes(this.options.chainId, vote),
+        vote.signature,
+      )
+    ) {
+      this.counters.badSignature++;
+      return;
+    }
+    const slot = `v/${valueKey(vote.validatorId)}/${vote.round}/${vote.type}/${valueKey(vote.blockHash)}`;
+    this.remember(slot, { round: vote.round, polRound: -1, wire });
+    this.feed({ kind: "vote", vote });
+  }
+
+  private acceptProposal(proposal: Proposal, blockBytes: Uint8Array, wire: Uint8Array): void {
+    if (proposal.chainId !== this.options.chainId) {
+      this.counters.wrongChain++;
+      return;
+    }
+    const validator = validatorOf(this.state, proposal.proposer);
+    if (validator === undefined) {
+      this.counters.nonValidator++;
+      return;
+    }
+    const expected = proposerOf(this.state, proposal.round);
+    if (expected === null || !sameValue(expected, proposal.proposer)) {
+      this.counters.notProposer++;
+      return;
+    }
+    if (
+      !this.ports.verifier.verify(validator.publicKeySpki, proposalSignBytes(proposal), proposal.signature)
+    ) {
+      this.counters.badSignature++;
+      return;
+    }
+    const hash = this.ports.app.hashBlock(blockBytes);
+    if (hash === null || !sameValue(hash, proposal.blockHash)) {
+      this.counters.blockMismatch++; // the block is not the one the proposal signs: drop both
+      return;
+    }
+    this.cacheBlock(hash, blockBytes);
+    this.remember(`p/${proposal.round}/${valueKey(hash)}/${proposal.polRound}`, {
+      round: proposal.round,
+      polRound: proposal.polRound,
+      wire,
+    });
+    this.feed({ kind: "proposal", proposal });
+    this.validateIfAwaited(hash);
+  }
+
+  /**
+   * The machine may have asked for valid(v) before any bytes of v arrived (a precommit quorum for a
+   * block this node never saw); it does not ask twice, so new bytes answer the old question here.
+   */
+  private validateIfAwaited(blockHash: Uint8Array): void {
+    const height = this.currentHeight();
+    if (height > 0 && verdictFor(this.state, blockHash) === "pending") this.validate(height, blockHash);
+  }
+
+  private acceptDecision(blockBytes: Uint8Array, commit: Commit): void {
+    if (this.view()?.decided) return;
+    const hash = this.ports.app.hashBlock(blockBytes);
+    if (hash === null || !sameValue(hash, commit.blockHash)) {
+      this.counters.blockMismatch++;
+      return;
+    }
+    const validators = this.state.current!.validatorSet.validators;
+    const check = verifyCommit(this.options.chainId, validators, commit, this.ports.verifier);
+    if (!check.ok) {
+      this.counters.badSignature++;
+      return;
+    }
+    this.cacheBlock(hash, blockBytes);
+    this.feed({ kind: "commitCertificate", commit });
+    this.validateIfAwaited(hash);
+  }
+}

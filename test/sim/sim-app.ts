@@ -1,0 +1,163 @@
+/**
+ * The simulator's application: a simple in-memory chain per node. It is the node's "disk": it
+ * survives a simulated crash (the driver and machine do not).
+ *
+ *   block = ["citychain/simblock/v1", height, parentHash, proposerId, round, [tx...], valid]
+ *   hash  = SHA-256("citychain/simblock/v1" 0x00 || block)
+ *
+ * valid(v) holds when the height follows, the parent is this node's last decided block, the
+ * transactions are within limits and the `valid` flag is true: a Byzantine proposer makes an invalid
+ * block by clearing it (or by pointing at a wrong parent), and every honest node judges it the same way.
+ */
+
+import type { Application, ProposedBlock } from "../../src/consensus/ports.ts";
+import type { Commit } from "../../src/core/block.ts";
+import { nextHeightValidatorSet, type ValidatorSet } from "../../src/core/consensus/proposer.ts";
+import type { Evidence } from "../../src/core/consensus/types.ts";
+import { type Canonical, decodeCanonical, encodeCanonical, utf8 } from "../../src/core/encoding.ts";
+import { assert } from "../../src/core/errors.ts";
+import { taggedHash } from "../../src/core/hash.ts";
+
+export const simBlockTag = "citychain/simblock/v1";
+export const simTxsPerBlockMax = 16;
+export const simTxBytesMax = 64;
+export const simBlockBytesMax = 4096;
+export const genesisParent = taggedHash("citychain/simgenesis/v1", new Uint8Array(0));
+
+export interface SimBlock {
+  readonly height: number;
+  readonly parent: Uint8Array;
+  readonly proposer: Uint8Array;
+  readonly round: number;
+  readonly txs: readonly Uint8Array[];
+  readonly valid: boolean;
+}
+
+export function encodeSimBlock(b: SimBlock): Uint8Array {
+  return encodeCanonical([
+    simBlockTag,
+    b.height,
+    b.parent,
+    b.proposer,
+    b.round,
+    b.txs as Uint8Array[],
+    b.valid,
+  ]);
+}
+
+export function simBlockHash(bytes: Uint8Array): Uint8Array {
+  return taggedHash(simBlockTag, bytes);
+}
+
+export function decodeSimBlock(bytes: Uint8Array): SimBlock | null {
+  let raw: Canonical;
+  try {
+    raw = decodeCanonical(bytes, simBlockBytesMax);
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(raw) || raw.length !== 7) return null;
+  const [tag, height, parent, proposer, round, txs, valid] = raw as Canonical[];
+  if (tag !== simBlockTag || !Number.isSafeInteger(height) || !Number.isSafeInteger(round)) return null;
+  if (!(parent instanceof Uint8Array) || !(proposer instanceof Uint8Array) || typeof valid !== "boolean")
+    return null;
+  if (!Array.isArray(txs) || !txs.every((t) => t instanceof Uint8Array)) return null;
+  return {
+    height: height as number,
+    parent,
+    proposer,
+    round: round as number,
+    txs: txs as Uint8Array[],
+    valid,
+  };
+}
+
+/** The one validity rule, used by every honest node and by the Validity checker. */
+export function isValidSimBlock(bytes: Uint8Array, height: number, parent: Uint8Array): boolean {
+  const b = decodeSimBlock(bytes);
+  if (b === null || !b.valid || b.height !== height || b.parent.length !== 32) return false;
+  if (!b.parent.every((x, i) => x === parent[i])) return false;
+  return b.txs.length <= simTxsPerBlockMax && b.txs.every((t) => t.length <= simTxBytesMax);
+}
+
+/** Synthetic transactions: a proposer's block differs from every other proposer's and round's. */
+export function syntheticTxs(node: number, height: number, round: number, salt: string): Uint8Array[] {
+  return [0, 1, 2].map((k) => utf8(`tx/${node}/${height}/${round}/${k}${salt}`));
+}
+
+export interface StoredDecision {
+  readonly blockHash: Uint8Array;
+  readonly blockBytes: Uint8Array;
+  readonly commit: Commit;
+}
+
+export interface SimChainHooks {
+  onCommit(node: number, height: number, decision: StoredDecision): void;
+  onEvidence(node: number, evidence: Evidence): void;
+}
+
+export class SimChain implements Application {
+  private readonly decided: StoredDecision[] = [];
+  private readonly sets: ValidatorSet[] = [];
+
+  constructor(
+    readonly node: number,
+    private readonly proposerId: Uint8Array,
+    genesisSet: ValidatorSet,
+    private readonly hooks: SimChainHooks,
+  ) {
+    this.sets[1] = genesisSet;
+  }
+
+  height(): number {
+    return this.decided.length;
+  }
+
+  lastHash(): Uint8Array {
+    return this.decided.at(-1)?.blockHash ?? genesisParent;
+  }
+
+  validatorSet(height: number): ValidatorSet {
+    const set = this.sets[height];
+    assert(set !== undefined, `the validator set of height ${height} is known`);
+    return set;
+  }
+
+  proposeBlock(height: number, round: number): ProposedBlock {
+    assert(height === this.height() + 1, "proposals are for the next height");
+    const bytes = encodeSimBlock({
+      height,
+      parent: this.lastHash(),
+      proposer: this.proposerId,
+      round,
+      txs: syntheticTxs(this.node, height, round, ""),
+      valid: true,
+    });
+    return { hash: simBlockHash(bytes), bytes };
+  }
+
+  hashBlock(bytes: Uint8Array): Uint8Array | null {
+    return decodeSimBlock(bytes) === null ? null : simBlockHash(bytes);
+  }
+
+  validateBlock(height: number, bytes: Uint8Array): boolean {
+    return height === this.height() + 1 && isValidSimBlock(bytes, height, this.lastHash());
+  }
+
+  commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void {
+    assert(height === this.height() + 1, "DecideOnce: blocks commit once, in order");
+    assert(this.validateBlock(height, blockBytes), "only valid blocks commit");
+    const decision = { blockHash, blockBytes, commit };
+    this.decided.push(decision);
+    this.sets[height + 1] = nextHeightValidatorSet(this.validatorSet(height));
+    this.hooks.onCommit(this.node, height, decision);
+  }
+
+  decisionAt(height: number): StoredDecision | undefined {
+    return this.decided[height - 1];
+  }
+
+  onEvidence(evidence: Evidence): void {
+    this.hooks.onEvidence(this.node, evidence);
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * A long sweep over many seeds (`npm run sim:sweep -- --seeds 1000 --minutes 30`). Each seed draws
+ * its own shape: 4, 5, 7 or 10 validators, up to the most Byzantine nodes BFT tolerates
+ * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights. Every failure
+ * prints the one-line command that reproduces it; the exit code is 1 when any seed failed.
+ *
+ * Flags: --seeds N (how many; default unbounded within --minutes), --start N (first seed, default 1),
+ * --minutes M (wall-clock budget, default 10), --nodes N (fix the size).
+ */
+import { parseArgs } from "node:util";
+import { Prng } from "./prng.ts";
+import { allFaults, type SimConfig, simulate } from "./simulator.ts";
+
+export function sweepConfig(seed: number, nodes?: number): SimConfig {
+  const prng = new Prng(seed ^ 0x5eed);
+  const n = nodes ?? prng.pick([4, 4, 5, 7, 7, 10]);
+  const f = Math.floor((n - 1) / 3);
+  return {
+    seed,
+    nodes: n,
+    byzantine: prng.between(0, f),
+    faults: allFaults.filter(() => prng.chance(0.5)),
+    heights: prng.between(3, 8),
+    // Half the seeds pause after each decision, so the fault window spans many heights.
+    ...(prng.chance(0.5) ? { driver: { timeoutCommitMs: prng.between(100, 1000) } } : {}),
+  };
+}
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      seeds: { type: "string" },
+      start: { type: "string", default: "1" },
+      minutes: { type: "string", default: "10" },
+      nodes: { type: "string" },
+    },
+  });
+  const count = values.seeds === undefined ? Number.POSITIVE_INFINITY : Number(values.seeds);
+  const deadline = performance.now() + Number(values.minutes) * 60_000;
+  const nodes = values.nodes === undefined ? undefined : Number(values.nodes);
+  let ran = 0;
+  let failed = 0;
+  for (let seed = Number(values.start); ran < count && performance.now() < deadline; seed++, ran++) {
+    const result = simulate(sweepConfig(seed, nodes));
+    if (result.ok) continue;
+    failed++;
+    console.log(
+      `seed ${seed} FAILED: ${result.violations.map((v) => `${v.invariant}: ${v.message}`).join("; ")}`,
+    );
+    console.log(`  reproduce: ${result.reproduce}`);
+  }
+  console.log(`${ran} seeds, ${failed} failed`);
+  if (failed > 0) process.exitCode = 1;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) main();
