@@ -80,6 +80,12 @@ export interface DriverOptions {
   readonly relayMessagesMax: number;
   /** Pause after a decision before the next height starts (CometBFT's timeout_commit). */
   readonly timeoutCommitMs: number;
+  /**
+   * Start a height only when there is something to put in it (CometBFT's create_empty_blocks=false):
+   * the application has pending transactions, a peer has moved on to that height, or the WAL shows
+   * this node already signed at it. An idle chain then makes no blocks at all.
+   */
+  readonly waitForWork: boolean;
   /** Messages for the next height held until this node gets there. */
   readonly futureMessagesMax: number;
   /** Block bytes held for the current height (proposals, own values). */
@@ -102,6 +108,7 @@ export const defaultDriverOptions: Omit<DriverOptions, "chainId"> = {
   rebroadcastMessagesMax: 64,
   relayMessagesMax: 4096,
   timeoutCommitMs: 0,
+  waitForWork: false,
   futureMessagesMax: 1024,
   blocksCachedMax: 16,
   catchUpReplyIntervalMs: 500,
@@ -170,6 +177,8 @@ export class ConsensusDriver {
   }[] = [];
   private readonly catchUpReplies = new Map<PeerId, { height: number; atMs: number }>();
   private nextHeight = -1;
+  /** The height this node will enter once there is work (waitForWork), or -1. */
+  private idleHeight = -1;
   private enteredHeightAtMs = 0;
   readonly counters: DriverCounters = {
     malformed: 0,
@@ -213,7 +222,31 @@ export class ConsensusDriver {
   start(): void {
     assert(this.stopped, "start once");
     this.stopped = false;
-    this.enterHeight(this.ports.app.height() + 1);
+    const height = this.ports.app.height() + 1;
+    if (this.ports.wal.replay(height).length > 0) this.enterHeight(height);
+    else this.advanceTo(height, 0);
+  }
+
+  /** Enters `height` after `delayMs`, or waits for work first when the options say so. */
+  private advanceTo(height: number, delayMs: number): void {
+    if (this.options.waitForWork && this.ports.app.hasPendingWork?.() === false) {
+      this.idleHeight = height;
+      return;
+    }
+    if (delayMs === 0) this.nextHeight = height;
+    else this.after(delayMs, () => this.enterHeight(height));
+    if (this.nextHeight > 0 && !this.draining) {
+      this.nextHeight = -1;
+      this.enterHeight(height);
+    }
+  }
+
+  /** The application has work (a transaction arrived): an idle node starts its next height. */
+  wake(): void {
+    if (this.stopped || this.idleHeight < 0) return;
+    const height = this.idleHeight;
+    this.idleHeight = -1;
+    this.enterHeight(height);
   }
 
   stop(): void {
@@ -367,11 +400,8 @@ export class ConsensusDriver {
     this.ports.app.commit(height, blockHash, bytes, commit);
     this.ports.wal.truncateBelow(height + 1);
     this.counters.decided++;
-    if (this.options.timeoutCommitMs === 0) {
-      this.nextHeight = height + 1; // entered once the current input is fully handled
-    } else {
-      this.after(this.options.timeoutCommitMs, () => this.enterHeight(height + 1));
-    }
+    // With no pause the next height is entered once the current input is fully handled.
+    this.advanceTo(height + 1, this.options.timeoutCommitMs);
   }
 
   // ---- signing under the WAL rule ----
@@ -525,6 +555,8 @@ export class ConsensusDriver {
         : message.kind === "vote"
           ? message.vote.height
           : message.height;
+    // A peer at the height we are idling before has work: join it.
+    if (this.idleHeight > 0 && height >= this.idleHeight) this.wake();
     const current = this.currentHeight();
     if (message.kind === "decision") {
       if (height === current) this.acceptDecision(message.blockBytes, message.commit);

@@ -80,6 +80,8 @@ export interface Application {
   commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void;
   /** A decided block and its commit, to help a lagging peer; undefined when not kept. */
   decisionAt(height: number): { readonly blockBytes: Uint8Array; readonly commit: Commit } | undefined;
+  /** False when there is nothing to put in a block (no pending transactions); see waitForWork. */
+  hasPendingWork?(): boolean;
   /** A peer proved a height above ours exists: the catch-up hook (fetching blocks is a later step). */
   onBehind?(height: number): void;
   /** A validator signed two different messages for one slot; kept for punishment by governance. */

@@ -40,6 +40,10 @@ export class LedgerApplication implements Application {
     return this.ledger.height();
   }
 
+  hasPendingWork(): boolean {
+    return this.node.mempool.size > 0;
+  }
+
   validatorSet(height: number): ValidatorSet {
     return this.ledger.validatorSetAt(height);
   }

@@ -146,7 +146,10 @@ export class NetworkNode {
         }
       },
     });
-    node.onAdmitted = (tx) => this.gossip.publish(tx.bytes);
+    node.onAdmitted = (tx) => {
+      this.gossip.publish(tx.bytes);
+      this.driver.wake();
+    };
     this.network.subscribe({
       onMessage: (peer, message) => this.onMessage(peer, message),
       onPeerUp: (peer) => this.onPeerUp(peer),
@@ -189,6 +192,7 @@ export class NetworkNode {
       },
       {
         ...defaultDriverOptions,
+        waitForWork: true,
         ...this.options.consensus,
         chainId: params.chainId,
         blockBytesMax: params.blockBytesMax,

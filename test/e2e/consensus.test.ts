@@ -119,7 +119,7 @@ test("a node's database edited by hand: verify names it, clients detect it, the 
 
   const verify = await net.runCli(["verify", "--data", node3, "--quiet"]);
   assert.equal(verify.code, 1);
-  assert.equal(JSON.parse(verify.stdout).problem.key, "kv/tax/deed/42");
+  assert.equal(JSON.parse(verify.stdout).problem.key, "kv/tax/deed/42", verify.stdout);
 
   await net.start(3);
   const fromEdited = await net.client("police.auditor", 3);
