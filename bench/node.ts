@@ -102,14 +102,19 @@ async function main() {
   process.stdout.write(
     `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
   );
-  const net = await createProcessNetwork({ nodes: nodeCount, blockIntervalMs: Number(args["block-interval-ms"]) });
+  const net = await createProcessNetwork({
+    nodes: nodeCount,
+    blockIntervalMs: Number(args["block-interval-ms"]),
+  });
   try {
     const children = await Promise.all(Array.from({ length: nodeCount }, (_, i) => net.start(i)));
     const pid = children.map((c) => c.pid!);
     const depts = ["tax", "civil", "police", "social", "realestate", "land", "fund", "health", "market"];
     // Senders spread over the nodes' APIs, as departments would each use their own node.
     const clients = await Promise.all(
-      Array.from({ length: senderCount }, (_, i) => net.client(`${depts[i % depts.length]}.officer`, i % nodeCount)),
+      Array.from({ length: senderCount }, (_, i) =>
+        net.client(`${depts[i % depts.length]}.officer`, i % nodeCount),
+      ),
     );
     if (nodeCount > 1) {
       const probe = await net.client("infocenter.auditor");

@@ -160,8 +160,9 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     const bad = verdicts.indexOf(false);
     if (bad >= 0)
       throw new CodedError("SIGNATURE_INVALID", `signature ${bad} does not verify`, `signatures[${bad}]`);
-    // Another request may have admitted the same transaction while this one was verifying.
-    if (this.mempool.has(tx.id)) return this.status(tx.id);
+    // While this one was verifying, another request may have admitted the same transaction, or a
+    // block may have committed it (it came back by gossip): either way it must not enter the mempool.
+    if (this.mempool.has(tx.id) || this.ledger.store.isCommitted(tx.id)) return this.status(tx.id);
     this.mempool.add(tx);
     this.rejected.delete(tx.id);
     this.onAdmitted?.(tx);

@@ -96,7 +96,17 @@ export async function createProcessNetwork(
     const log = fs.openSync(path.join(dir, `node${i}.log`), "a");
     const child = spawn(
       process.execPath,
-      [binPath, "node", "start", "--dir", layout.nodes[i]!.dir, "--passphrase-file", layout.passphrasePath],
+      [
+        // e.g. CITYCHAIN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the nodes of a benchmark
+        ...(process.env.CITYCHAIN_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+        binPath,
+        "node",
+        "start",
+        "--dir",
+        layout.nodes[i]!.dir,
+        "--passphrase-file",
+        layout.passphrasePath,
+      ],
       { stdio: ["ignore", log, log] },
     );
     children.set(i, child);
@@ -145,7 +155,16 @@ export async function createProcessNetwork(
     stop,
     runCli,
     async close() {
-      for (const i of [...children.keys()]) await kill9(i);
+      // A clean stop first (so profiles and logs are flushed), then no mercy.
+      await Promise.all(
+        [...children.keys()].map(async (i) => {
+          const child = children.get(i)!;
+          child.kill("SIGTERM");
+          await Promise.race([exited(child), new Promise((r) => setTimeout(r, 3000))]);
+          if (child.exitCode === null && child.signalCode === null) await kill9(i);
+          children.delete(i);
+        }),
+      );
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
