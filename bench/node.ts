@@ -179,16 +179,15 @@ async function main() {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         const slice = flat.slice(tick * perTick, (tick + 1) * perTick);
         const sent = performance.now();
+        // Requests rotate over the clients (and so the nodes), whoever signed the transactions.
         inflight.push(
-          slice[0]!.client
-            .submitBatch(
-              slice.map((x) => x.bytes),
-              { wait: true },
-            )
-            .then((results) => {
-              const ms = performance.now() - sent;
-              for (const r of results) if (r.status === "committed") latencies.push(ms);
-            }),
+          clients[tick % clients.length]!.submitBatch(
+            slice.map((x) => x.bytes),
+            { wait: true },
+          ).then((results) => {
+            const ms = performance.now() - sent;
+            for (const r of results) if (r.status === "committed") latencies.push(ms);
+          }),
         );
       }
       await Promise.all(inflight);

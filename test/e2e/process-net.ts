@@ -74,7 +74,8 @@ export async function createProcessNetwork(
     const m = layout.members.find((x) => x.enrollmentId === enrollmentId);
     if (m === undefined) throw new Error(`no member ${enrollmentId}`);
     const identity = await loadIdentity(m.certPath, m.keyPath, { passphrase });
-    return new CitychainClient({ url: url(i), identity, fetch: nodeFetch(caPem) });
+    // Enough connections that clients waiting for commits never queue behind each other.
+    return new CitychainClient({ url: url(i), identity, fetch: nodeFetch(caPem, 256) });
   };
 
   const waitReady = async (i: number, child: ChildProcess) => {
