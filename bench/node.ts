@@ -26,6 +26,8 @@ const { values: args } = parseArgs({
     connections: { type: "string", default: "4" },
     "proof-reads": { type: "string", default: "20000" },
     "block-interval-ms": { type: "string", default: "25" },
+    /** Offered rate of the latency phase; default half the measured saturation rate. */
+    rate: { type: "string" },
   },
 });
 const nodeCount = Number(args.nodes);
@@ -164,7 +166,7 @@ async function main() {
 
     // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
     // from its batch's send to the node's commit answer.
-    const rate = Math.max(100, Math.floor(tps / 2));
+    const rate = args.rate === undefined ? Math.max(100, Math.floor(tps / 2)) : Number(args.rate);
     const seconds = 10;
     const perTick = Math.max(1, Math.round(rate / 100));
     const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
