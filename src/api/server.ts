@@ -8,14 +8,7 @@
  * stable code and 401/403; malformed input is a 400 naming the field.
  */
 import swagger from "@fastify/swagger";
-import { Ajv, type Options as AjvOptions } from "ajv";
-import ajvFormats from "ajv-formats";
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { decodeCommit } from "../core/block.ts";
 import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
@@ -26,6 +19,7 @@ import { proofToJson } from "../core/smt-proof.ts";
 import { stateKeys } from "../core/system-state.ts";
 import { blockToJson, canonicalToJson, commitToJson, headerToJson } from "../core/views.ts";
 import type { ChainNode, TxStatus } from "../node/node.ts";
+import { sendError, validatorCompiler } from "./http-common.ts";
 import { RequestVerifier } from "./request-auth.ts";
 import * as schemas from "./schemas.ts";
 
@@ -128,20 +122,6 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
  * Query strings and path parameters arrive as text, so they are coerced to their schema's types; a JSON
  * body is typed already, and coercing it would let {"tx": 123} pass as the string "123".
  */
-function validatorCompiler() {
-  const base: AjvOptions = {
-    allErrors: false,
-    removeAdditional: false,
-    useDefaults: true,
-    addUsedSchema: false,
-  };
-  // ajv-formats is CommonJS: its plugin is the module's `default` property under NodeNext typing.
-  const addFormats = ajvFormats.default;
-  const coercing = addFormats(new Ajv({ ...base, coerceTypes: "array" }));
-  const exact = addFormats(new Ajv({ ...base, coerceTypes: false }));
-  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
-    (httpPart === "body" ? exact : coercing).compile(schema);
-}
 
 async function authenticate(
   node: ChainNode,
@@ -169,41 +149,6 @@ async function authenticate(
   const identity = resolveIdentity(node.ledger.x509, state, der, now());
   await verifier.verify(parsed, identity.publicKeySpki);
   return identity;
-}
-
-function sendError(error: FastifyError | CodedError, request: FastifyRequest, reply: FastifyReply) {
-  if (error instanceof CodedError) {
-    return reply.code(error.status).send({ error: error.toJSON() });
-  }
-  const fe = error as FastifyError;
-  if (fe.validation !== undefined) {
-    const first = fe.validation[0];
-    const field =
-      (first?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".") ||
-      (first?.params as { missingProperty?: string } | undefined)?.missingProperty ||
-      fe.validationContext ||
-      "";
-    return reply.code(400).send({
-      error: {
-        code: "BAD_REQUEST",
-        message: `${fe.validationContext ?? "request"} ${first?.message ?? "is invalid"}`,
-        field,
-      },
-    });
-  }
-  if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    return reply.code(413).send({ error: { code: "REQUEST_TOO_LARGE", message: "request body too large" } });
-  }
-  if (fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
-    return reply
-      .code(415)
-      .send({ error: { code: "UNSUPPORTED_MEDIA_TYPE", message: "use Content-Type: application/json" } });
-  }
-  if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) {
-    return reply.code(fe.statusCode).send({ error: { code: "BAD_REQUEST", message: fe.message } });
-  }
-  request.log.error({ err: error }, "internal error");
-  return reply.code(500).send({ error: { code: "INTERNAL", message: "internal error" } });
 }
 
 function statusToJson(status: TxStatus) {

@@ -15,15 +15,10 @@
  * - an `admin` of a department may register `user` identities of that department with the roles
  *   officer, auditor and client (not admin, not registrar, and no nodes).
  */
+
 import swagger from "@fastify/swagger";
-import { Ajv, type Options as AjvOptions } from "ajv";
-import ajvFormats from "ajv-formats";
-import Fastify, {
-  type FastifyError,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-} from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
+import { sendError, validatorCompiler } from "../api/http-common.ts";
 import { RequestVerifier } from "../api/request-auth.ts";
 import { CodedError, type ErrorCode } from "../core/errors.ts";
 import { parseSignedRequest } from "../core/httpsig.ts";
@@ -804,55 +799,6 @@ const secretFailures: ReadonlySet<ErrorCode> = new Set([
   "CA_IDENTITY_UNKNOWN",
   "CA_IDENTITY_REVOKED",
 ]);
-
-function validatorCompiler() {
-  const base: AjvOptions = {
-    allErrors: false,
-    removeAdditional: false,
-    useDefaults: true,
-    addUsedSchema: false,
-  };
-  const addFormats = ajvFormats.default;
-  const coercing = addFormats(new Ajv({ ...base, coerceTypes: "array" }));
-  const exact = addFormats(new Ajv({ ...base, coerceTypes: false }));
-  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
-    (httpPart === "body" ? exact : coercing).compile(schema);
-}
-
-function sendError(error: FastifyError | CodedError, request: FastifyRequest, reply: FastifyReply) {
-  if (error instanceof CodedError) return reply.code(error.status).send({ error: error.toJSON() });
-  const fe = error as FastifyError;
-  if (fe.validation !== undefined) {
-    const first = fe.validation[0];
-    const field =
-      (first?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".") ||
-      (first?.params as { missingProperty?: string; additionalProperty?: string } | undefined)
-        ?.missingProperty ||
-      (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty ||
-      fe.validationContext ||
-      "";
-    return reply.code(400).send({
-      error: {
-        code: "BAD_REQUEST",
-        message: `${fe.validationContext ?? "request"} ${first?.message ?? "is invalid"}`,
-        field,
-      },
-    });
-  }
-  if (fe.code === "FST_ERR_CTP_BODY_TOO_LARGE") {
-    return reply.code(413).send({ error: { code: "REQUEST_TOO_LARGE", message: "request body too large" } });
-  }
-  if (fe.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") {
-    return reply
-      .code(415)
-      .send({ error: { code: "UNSUPPORTED_MEDIA_TYPE", message: "use Content-Type: application/json" } });
-  }
-  if (typeof fe.statusCode === "number" && fe.statusCode >= 400 && fe.statusCode < 500) {
-    return reply.code(fe.statusCode).send({ error: { code: "BAD_REQUEST", message: fe.message } });
-  }
-  request.log.error({ err: error }, "internal error");
-  return reply.code(500).send({ error: { code: "INTERNAL", message: "internal error" } });
-}
 
 // ---------------------------------------------------------------------------------------------
 // JSON views: times are RFC 3339 at the edge
