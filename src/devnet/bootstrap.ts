@@ -173,10 +173,6 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
               peers,
               observer,
               timeoutCommitMs: options.timeoutCommitMs ?? defaultP2pConfig.timeoutCommitMs,
-              // Loopback answers in microseconds: a dead proposer should cost half a second, not one.
-              timeoutProposeMs: 500,
-              timeoutPrevoteMs: 500,
-              timeoutPrecommitMs: 500,
             }
           : null,
       });
