@@ -1,28 +1,58 @@
 /**
- * State-tree benchmark: builds a tree of N keys in a Map-backed node store, then measures batch
- * updates, proof generation and proof verification. Prints figures; never passes or fails.
+ * State-tree benchmark: builds a tree of N keys in a node store, then measures batch updates, proof
+ * generation and proof verification. Prints figures; never passes or fails.
  *
- *   node --import tsx bench/smt.ts [--keys 1000000] [--batch 10000] [--proofs 20000] [--cache 65536]
+ *   node --import tsx bench/smt.ts [--keys 1000000] [--batch 10000] [--proofs 20000] [--cache 131072]
+ *     [--rounds 5] [--store memory|sqlite] [--count]
+ *
+ * --store memory (default): MemorySmtNodeStore, a Map in the JS heap; its copies of the writes and
+ *   its ~360,000 arrays at a million keys add to the collector's work, which shows in every figure.
+ * --store sqlite: a better-sqlite3 table laid out and tuned like the node's chain store (WAL,
+ *   synchronous = FULL), in a temporary directory: what the ledger does.
+ * --count: counts SHA-256 calls (wraps node:crypto's hash, a few ns each; off by default).
  */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import { syncBuiltinESMExports } from "node:module";
 import os from "node:os";
+import path from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import type { SmtChange } from "../src/core/smt.ts";
-import { MemorySmtNodeStore, SparseMerkleTree, smtDefaults, smtSha256 } from "../src/core/smt.ts";
-import { encodeProof, verifyProof } from "../src/core/smt-proof.ts";
+import Database from "better-sqlite3";
 
 const { values } = parseArgs({
   options: {
     keys: { type: "string", default: "1000000" },
     batch: { type: "string", default: "10000" },
     proofs: { type: "string", default: "20000" },
-    cache: { type: "string", default: String(smtDefaults.nodeCacheEntriesMax) },
+    cache: { type: "string" },
+    rounds: { type: "string", default: "5" },
+    store: { type: "string", default: "memory" },
+    count: { type: "boolean", default: false },
   },
 });
+
+let sha256Calls = 0;
+if (values.count) {
+  // Before the tree's module loads: it calls crypto.hash through the module namespace.
+  const hash = crypto.hash;
+  crypto.hash = ((...args: Parameters<typeof hash>) => {
+    sha256Calls++;
+    return hash(...args);
+  }) as typeof hash;
+  syncBuiltinESMExports();
+}
+const { MemorySmtNodeStore, SparseMerkleTree, smtDefaults, smtSha256, smtNodeKeyToHex } = await import(
+  "../src/core/smt.ts"
+);
+type SmtChange = import("../src/core/smt.ts").SmtChange;
+const { encodeProof, verifyProof } = await import("../src/core/smt-proof.ts");
+
 const keysTotal = Number(values.keys);
 const batchChanges = Number(values.batch);
 const proofsTotal = Number(values.proofs);
-const nodeCacheEntriesMax = Number(values.cache);
-const updateRounds = 5;
+const nodeCacheEntriesMax = Number(values.cache ?? smtDefaults.nodeCacheEntriesMax);
+const updateRounds = Number(values.rounds);
 
 const encoder = new TextEncoder();
 const keyOf = (i: number): Uint8Array => encoder.encode(`citizen/license/${i}`);
@@ -40,10 +70,13 @@ function* pseudoRandomIndexes(count: number, modulo: number, seed: number): Gene
   }
 }
 
-function timed<T>(work: () => T): { result: T; ms: number } {
+function timed<T>(work: () => T): { result: T; ms: number; cpuMs: number } {
+  const cpu = process.cpuUsage();
   const start = process.hrtime.bigint();
   const result = work();
-  return { result, ms: Number(process.hrtime.bigint() - start) / 1e6 };
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  const used = process.cpuUsage(cpu);
+  return { result, ms, cpuMs: (used.user + used.system) / 1000 };
 }
 
 function cpuBusyShare(wallMs: number, usage: NodeJS.CpuUsage): string {
@@ -51,7 +84,7 @@ function cpuBusyShare(wallMs: number, usage: NodeJS.CpuUsage): string {
   return `${((100 * cpuMs) / wallMs).toFixed(0)}% of one core`;
 }
 
-/** This machine's SHA-256 rate right now: the unit the other figures scale with under load. */
+/** The tree's SHA-256 rate right now: the unit the other figures scale with under load. */
 function sha256PerSecond(): number {
   const input = new Uint8Array(65);
   const count = 200_000;
@@ -68,13 +101,83 @@ function loadAverage(): string {
     .join(" ");
 }
 
-const store = new MemorySmtNodeStore();
-const tree = new SparseMerkleTree(store, { nodeCacheEntriesMax });
+interface BenchStore {
+  get(nodeKey: Uint8Array): Uint8Array | undefined;
+  write(nodeWrites: ReadonlyMap<string, Uint8Array | null>): void;
+  readonly size: number;
+  close(): void;
+}
+
+function memoryStore(): BenchStore {
+  const store = new MemorySmtNodeStore();
+  return {
+    get: (nodeKey) => store.get(nodeKey),
+    write: (nodeWrites) => store.write(nodeWrites),
+    get size() {
+      return store.nodes.size;
+    },
+    close: () => {},
+  };
+}
+
+/** The chain store's tree_nodes table and pragmas (src/storage/chain-store.ts), standalone. */
+function sqliteStore(): BenchStore {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "citychain-bench-smt-"));
+  const db = new Database(path.join(dir, "tree.db"));
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.exec("CREATE TABLE tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID");
+  db.pragma("cache_size = -65536");
+  const getNode = db.prepare<[string], { node: Buffer }>("SELECT node FROM tree_nodes WHERE node_key = ?");
+  const putNode = db.prepare<[string, Buffer]>(
+    "INSERT OR REPLACE INTO tree_nodes (node_key, node) VALUES (?, ?)",
+  );
+  const deleteNode = db.prepare<[string]>("DELETE FROM tree_nodes WHERE node_key = ?");
+  const count = db.prepare<[], { n: number }>("SELECT count(*) AS n FROM tree_nodes");
+  const write = db.transaction((nodeWrites: ReadonlyMap<string, Uint8Array | null>) => {
+    for (const [nodeKey, node] of nodeWrites) {
+      if (node === null) deleteNode.run(nodeKey);
+      else putNode.run(nodeKey, Buffer.from(node));
+    }
+  });
+  return {
+    get: (nodeKey) => getNode.get(smtNodeKeyToHex(nodeKey))?.node,
+    write: (nodeWrites) => write(nodeWrites),
+    get size() {
+      return count.get()!.n;
+    },
+    close: () => {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const store = values.store === "sqlite" ? sqliteStore() : memoryStore();
+let storeReads = 0;
+const tree = new SparseMerkleTree(
+  {
+    get: (nodeKey) => {
+      storeReads++;
+      return store.get(nodeKey);
+    },
+  },
+  { nodeCacheEntriesMax },
+);
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcMs += entry.duration;
+}).observe({ entryTypes: ["gc"] });
+/** The observer hears of collections asynchronously: let it, between measured rounds. */
+const gcEntriesDelivered = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 10));
 
 console.log(`cpus: ${os.cpus().length} (${os.cpus()[0]?.model ?? "?"}), node ${process.version}`);
 console.log(`load average before: ${loadAverage()}`);
-console.log(`SHA-256 of 65 bytes (node:crypto) before: ${sha256PerSecond().toFixed(0)}/s`);
-console.log(`keys: ${keysTotal}, batch: ${batchChanges} changes, node cache: ${nodeCacheEntriesMax} entries`);
+console.log(`SHA-256 of 65 bytes (smtSha256) before: ${sha256PerSecond().toFixed(0)}/s`);
+console.log(
+  `keys: ${keysTotal}, batch: ${batchChanges} changes, node cache: ${nodeCacheEntriesMax} entries, ` +
+    `store: ${values.store}${values.count ? ", counting SHA-256 calls" : ""}`,
+);
 
 const buildStart = process.cpuUsage();
 const build = timed(() => {
@@ -91,39 +194,64 @@ const build = timed(() => {
 });
 const buildCpu = process.cpuUsage(buildStart);
 console.log(
-  `build: ${(build.ms / 1000).toFixed(1)} s, ${store.nodes.size} stored nodes, ` +
+  `build: ${(build.ms / 1000).toFixed(1)} s, ${store.size} stored nodes, ` +
     `${(build.ms / Math.ceil(keysTotal / batchChanges)).toFixed(0)} ms per insert batch ` +
     `(${cpuBusyShare(build.ms, buildCpu)})`,
 );
 
 /** The last version written per key index, to know the values the proofs must verify against. */
 const versionOf = new Map<number, number>();
-const applyMs: number[] = [];
-const commitMs: number[] = [];
-const writes: number[] = [];
+const rounds: {
+  applyMs: number;
+  applyCpuMs: number;
+  commitMs: number;
+  writes: number;
+  reads: number;
+  sha256: number;
+  gcMs: number;
+}[] = [];
 for (let round = 1; round <= updateRounds; round++) {
   const changes: SmtChange[] = [];
   for (const i of pseudoRandomIndexes(batchChanges, keysTotal, round)) {
     changes.push({ key: keyOf(i), value: valueBytesOf(i, round) });
     versionOf.set(i, round);
   }
+  await gcEntriesDelivered();
+  const readsBefore = storeReads;
+  const sha256Before = sha256Calls;
+  const gcBefore = gcMs;
   const apply = timed(() => tree.applyBatch(changes));
+  const reads = storeReads - readsBefore;
+  const sha256 = sha256Calls - sha256Before;
   const commit = timed(() => {
     store.write(apply.result.nodeWrites);
     tree.commit(apply.result);
   });
-  applyMs.push(apply.ms);
-  commitMs.push(commit.ms);
-  writes.push(apply.result.nodeWrites.size);
+  await gcEntriesDelivered();
+  rounds.push({
+    applyMs: apply.ms,
+    applyCpuMs: apply.cpuMs,
+    commitMs: commit.ms,
+    writes: apply.result.nodeWrites.size,
+    reads,
+    sha256,
+    gcMs: gcMs - gcBefore,
+  });
 }
 const median = (xs: number[]): number => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const medianOf = (pick: (r: (typeof rounds)[number]) => number): number => median(rounds.map(pick));
+const applyMedian = medianOf((r) => r.applyMs);
 console.log(
-  `update of ${batchChanges} existing keys: applyBatch median ${median(applyMs).toFixed(0)} ms ` +
-    `(all: ${applyMs.map((m) => m.toFixed(0)).join(", ")}), store write + commit median ${median(commitMs).toFixed(0)} ms`,
+  `update of ${batchChanges} existing keys: applyBatch median ${applyMedian.toFixed(0)} ms ` +
+    `(${((1000 * applyMedian) / batchChanges).toFixed(1)} µs per change; all: ` +
+    `${rounds.map((r) => r.applyMs.toFixed(0)).join(", ")}), CPU median ${medianOf((r) => r.applyCpuMs).toFixed(0)} ms, ` +
+    `store write + commit median ${medianOf((r) => r.commitMs).toFixed(0)} ms`,
 );
 console.log(
-  `nodes written per ${batchChanges}-change batch: median ${median(writes)} ` +
-    `(${(median(writes) / batchChanges).toFixed(2)} per change)`,
+  `per ${batchChanges}-change batch (medians): ${medianOf((r) => r.writes)} nodes written ` +
+    `(${(medianOf((r) => r.writes) / batchChanges).toFixed(2)} per change), ${medianOf((r) => r.reads)} store reads` +
+    (values.count ? `, ${medianOf((r) => r.sha256)} SHA-256 calls` : "") +
+    `, ${medianOf((r) => r.gcMs).toFixed(0)} ms in garbage collection (apply, write and commit)`,
 );
 
 const singleIndex = 12345 % keysTotal;
@@ -165,6 +293,11 @@ for (const [label, hash] of [
   if (failures > 0) throw new Error(`${failures} proofs failed to verify`);
   console.log(`proofs verified with ${label}: ${((proofsTotal / verifying.ms) * 1000).toFixed(0)}/s`);
 }
-console.log(`SHA-256 of 65 bytes (node:crypto) after: ${sha256PerSecond().toFixed(0)}/s`);
+console.log(`SHA-256 of 65 bytes (smtSha256) after: ${sha256PerSecond().toFixed(0)}/s`);
 console.log(`load average after: ${loadAverage()}`);
-console.log(`heap used: ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB`);
+const memory = process.memoryUsage();
+console.log(
+  `cached nodes: ${tree.cachedNodeEntries}; heap used: ${(memory.heapUsed / 2 ** 20).toFixed(0)} MiB, ` +
+    `array buffers: ${(memory.arrayBuffers / 2 ** 20).toFixed(0)} MiB (tree, store and garbage together)`,
+);
+store.close();

@@ -124,7 +124,13 @@ export function smtSha256(data: Uint8Array): Uint8Array {
  */
 const nativeCopyBytesMin = 256;
 
-function copyBytes(from: Uint8Array, fromOffset: number, to: Uint8Array, toOffset: number, length: number): void {
+function copyBytes(
+  from: Uint8Array,
+  fromOffset: number,
+  to: Uint8Array,
+  toOffset: number,
+  length: number,
+): void {
   if (length >= nativeCopyBytesMin) {
     to.set(from.subarray(fromOffset, fromOffset + length), toOffset);
     return;
@@ -462,7 +468,8 @@ function decodeNode(
       continue;
     }
     let onPath = nibbleAt(bytes, offset, pathNibbles) === i;
-    for (let n = 0; n < pathNibbles && onPath; n++) onPath = nibbleAt(bytes, offset, n) === nibbleAt(ref, refOffset, n);
+    for (let n = 0; n < pathNibbles && onPath; n++)
+      onPath = nibbleAt(bytes, offset, n) === nibbleAt(ref, refOffset, n);
     if (!onPath) corrupt(`node ${key}: leaf in slot ${i} is off its path`);
     offset += leafSlotBytes;
   }
@@ -497,7 +504,10 @@ const arenaGrainBytes = 32;
  */
 class NodeArena {
   private readonly segments: Uint8Array[] = [];
-  private readonly free: number[][] = Array.from({ length: nodeDataBytesMax / arenaGrainBytes + 2 }, () => []);
+  private readonly free: number[][] = Array.from(
+    { length: Math.ceil(nodeDataBytesMax / arenaGrainBytes) + 1 },
+    () => [],
+  );
   private readonly freed: number[] = [];
   private bumpAt = arenaSegmentBytes;
 
@@ -533,23 +543,59 @@ class NodeArena {
     for (let i = 0; i < freed.length; i += 2) this.free[freed[i + 1]!]!.push(freed[i]!);
     freed.length = 0;
   }
-
-  get bytesReserved(): number {
-    return this.segments.length * arenaSegmentBytes;
-  }
 }
 
 /**
- * One level's cached nodes for the clock (second chance) replacement: a slot per node, a reference
- * bit per slot, free slots for reuse, and the hand that sweeps them. The bits sit apart from the
- * nodes, so a sweep reads memory in order.
+ * One level's cached nodes for the clock (second chance) replacement: a dense array of nodes, a
+ * reference bit per node, and the hand that sweeps them. The bits sit apart from the nodes, so a
+ * sweep reads memory in order; a removal moves the last node into the gap, so it never meets one.
  */
 class ClockLevel {
-  nodes: (TreeNode | null)[] = [];
+  readonly nodes: TreeNode[] = [];
   referenced = new Uint8Array(64);
-  readonly freeSlots: number[] = [];
   hand = 0;
-  count = 0;
+
+  add(node: TreeNode): void {
+    const clockSlot = this.nodes.length;
+    if (clockSlot === this.referenced.length) {
+      const grown = new Uint8Array(2 * clockSlot);
+      grown.set(this.referenced);
+      this.referenced = grown;
+    }
+    this.nodes.push(node);
+    this.referenced[clockSlot] = 1;
+    node.clockSlot = clockSlot;
+  }
+
+  /** `node` takes the slot of `replaced`, marked used. */
+  replace(replaced: TreeNode, node: TreeNode): void {
+    node.clockSlot = replaced.clockSlot;
+    replaced.clockSlot = -1;
+    this.nodes[node.clockSlot] = node;
+    this.referenced[node.clockSlot] = 1;
+  }
+
+  remove(node: TreeNode): void {
+    const clockSlot = node.clockSlot;
+    const last = this.nodes.pop()!;
+    if (last !== node) {
+      this.nodes[clockSlot] = last;
+      this.referenced[clockSlot] = this.referenced[last.clockSlot]!;
+      last.clockSlot = clockSlot;
+    }
+    node.clockSlot = -1;
+  }
+
+  /** The next node the hand finds unused, clearing the bits it passes. */
+  victim(): TreeNode {
+    const nodes = this.nodes;
+    for (;;) {
+      if (this.hand >= nodes.length) this.hand = 0;
+      const at = this.hand++;
+      if (this.referenced[at] === 0) return nodes[at]!;
+      this.referenced[at] = 0;
+    }
+  }
 }
 
 /**
@@ -597,28 +643,11 @@ class NodeCache {
     node.linked = true;
     const level = this.levels[node.pathNibbles]!;
     if (replaced !== null && replaced.clockSlot >= 0) {
-      node.clockSlot = replaced.clockSlot;
-      replaced.clockSlot = -1;
+      level.replace(replaced, node);
       replaced.linked = false;
       this.release(replaced);
-      level.nodes[node.clockSlot] = node;
-      level.referenced[node.clockSlot] = 1;
     } else {
-      let clockSlot = level.freeSlots.pop();
-      if (clockSlot === undefined) {
-        clockSlot = level.nodes.length;
-        level.nodes.push(node);
-        if (clockSlot >= level.referenced.length) {
-          const grown = new Uint8Array(2 * level.referenced.length);
-          grown.set(level.referenced);
-          level.referenced = grown;
-        }
-      } else {
-        level.nodes[clockSlot] = node;
-      }
-      level.referenced[clockSlot] = 1;
-      node.clockSlot = clockSlot;
-      level.count++;
+      level.add(node);
       this.size++;
       if (node.pathNibbles > this.deepest) this.deepest = node.pathNibbles;
     }
@@ -655,12 +684,8 @@ class NodeCache {
    */
   forget(node: TreeNode): void {
     if (node.clockSlot >= 0) {
-      const level = this.levels[node.pathNibbles]!;
-      level.nodes[node.clockSlot] = null;
-      level.freeSlots.push(node.clockSlot);
-      level.count--;
+      this.levels[node.pathNibbles]!.remove(node);
       this.size--;
-      node.clockSlot = -1;
     }
     node.linked = false;
     this.release(node);
@@ -694,19 +719,10 @@ class NodeCache {
 
   private evictOne(): void {
     let depth = this.deepest;
-    while (depth > 0 && this.levels[depth]!.count === 0) depth--;
+    while (depth > 0 && this.levels[depth]!.nodes.length === 0) depth--;
     this.deepest = depth;
     assert(depth > 0, "an over-full cache has a node to drop");
-    const level = this.levels[depth]!;
-    let victim: TreeNode | null = null;
-    while (victim === null) {
-      if (level.hand >= level.nodes.length) level.hand = 0;
-      const at = level.hand++;
-      const node = level.nodes[at]!;
-      if (node === null) continue;
-      if (level.referenced[at] === 1) level.referenced[at] = 0;
-      else victim = node;
-    }
+    const victim = this.levels[depth]!.victim();
     // Its parent, found along its path: every cached node's ancestors are cached.
     let parent = this.root;
     for (let i = 0; i < depth - 1; i++) parent = parent!.children![pathNibbleOfKey(victim.key, i)]!;
@@ -875,7 +891,8 @@ function prepareChanges(changes: readonly SmtChange[]): BatchWork {
   const sortKeys = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const h = keyHashes[i]!;
-    const prefix = ((h.charCodeAt(0) << 24) | (h.charCodeAt(1) << 16) | (h.charCodeAt(2) << 8) | h.charCodeAt(3)) >>> 0;
+    const prefix =
+      ((h.charCodeAt(0) << 24) | (h.charCodeAt(1) << 16) | (h.charCodeAt(2) << 8) | h.charCodeAt(3)) >>> 0;
     sortKeys[i] = Math.floor(prefix / prefixScale) * indexScale + i;
   }
   sortKeys.sort();
@@ -1129,7 +1146,11 @@ export class SparseMerkleTree {
     if (pending) pushMerged(leaf!, leafOffset, leafHash, leafHashOffset);
     const count = merged.count;
     if (count === 0) return leaf === null ? kindUnchanged : work.empty();
-    if (count === 1 && leaf !== null && equalBytes(merged.src[0]!, merged.off[0]!, leaf, leafOffset, leafSlotBytes))
+    if (
+      count === 1 &&
+      leaf !== null &&
+      equalBytes(merged.src[0]!, merged.off[0]!, leaf, leafOffset, leafSlotBytes)
+    )
       return kindUnchanged;
     return this.build(work, depth, 0, count);
   }
@@ -1236,7 +1257,16 @@ export class SparseMerkleTree {
     }
     if (baseAt > runFrom) copyBytes(base!.data, runFrom, data, to - (baseAt - runFrom), baseAt - runFrom);
     assert(to === at + length, "a node's bytes are written in full");
-    const node = new TreeNode(depth, key, childMask, leafMask, kept, base === null ? 0xffff : dirty, data, at);
+    const node = new TreeNode(
+      depth,
+      key,
+      childMask,
+      leafMask,
+      kept,
+      base === null ? 0xffff : dirty,
+      data,
+      at,
+    );
     buildHashes(node, base, dirty, frame);
     node.children = children;
     frame.release(dirty);
@@ -1256,7 +1286,8 @@ export class SparseMerkleTree {
     if (!node.linked) {
       // Not cached (no budget): neither is anything below it.
       node.children = null;
-      if (oldChildren !== null) for (const was of oldChildren) if (was !== null) this.cache.forgetSubtree(was);
+      if (oldChildren !== null)
+        for (const was of oldChildren) if (was !== null) this.cache.forgetSubtree(was);
       return;
     }
     // Reuse an array: the new children's, else the old node's, which commit retires.
@@ -1311,7 +1342,8 @@ export class SparseMerkleTree {
       for (let level = 0; level < 4; level++) {
         const under = node.childMask & slotsUnder[position]!;
         if (under === 0) return null;
-        if (isLoneLeaf(under, node.leafMask)) return { data: node.data, offset: node.slotAt(31 - Math.clz32(under)) };
+        if (isLoneLeaf(under, node.leafMask))
+          return { data: node.data, offset: node.slotAt(31 - Math.clz32(under)) };
         const bit = (slot >> (3 - level)) & 1;
         if (siblings !== null) {
           const sibling = 2 * position + 1 - bit;

@@ -7,6 +7,7 @@ import {
   MemorySmtNodeStore,
   SparseMerkleTree,
   smtNodeKeyFromHex,
+  smtSha256,
 } from "../../src/core/smt.ts";
 import type { SmtProof } from "../../src/core/smt-proof.ts";
 import {
@@ -490,6 +491,94 @@ describe("sparse Merkle tree", () => {
         commitBatch(tree, store, shuffled.splice(0, 1 + Math.floor(random() * 100)));
       assert.deepEqual(tree.root(), once.root(), `seed ${seed}`);
       assert.deepEqual(store.nodes, onceStore.nodes, `seed ${seed}`);
+    }
+  });
+
+  it("the hot path's SHA-256 agrees with @noble/hashes for every input length", () => {
+    const random = prng(11);
+    for (let length = 0; length <= 300; length++) {
+      const input = Uint8Array.from({ length }, () => Math.floor(random() * 256));
+      assert.equal(hex(smtSha256(input)), hex(sha256(input)), `length ${length}`);
+    }
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i); // every byte value, in and out
+    assert.equal(hex(smtSha256(all)), hex(sha256(all)));
+  });
+
+  it("keys whose hashes share 32 leading bits sort and hash like the reference", () => {
+    // Ties on the leading 32 bits take the sort's slow path (whole key hash, then input order).
+    const [a, b] = keysSharingPrefix(32);
+    const others = Array.from({ length: 50 }, (_, i) => put(`other${i}`, `o${i}`));
+    const changes = [put(b, "B1"), ...others, put(a, "A"), del(b), put(b, "B2"), put(a, "A2")];
+    const { tree, store } = freshTree();
+    commitBatch(tree, store, changes);
+    const reference = new Reference();
+    reference.apply(changes);
+    assert.deepEqual(tree.root(), reference.root());
+    assert.deepEqual(tree.getValueHash(text(a)), sha256(text("A2")));
+    assert.deepEqual(tree.getValueHash(text(b)), sha256(text("B2")));
+    assert.deepEqual(encodeProof(tree.getProof(text(a)).proof), encodeProof(reference.proof(text(a))));
+  });
+
+  it("a batch's node writes keep their bytes through later batches and cache churn", () => {
+    const { tree, store } = freshTree({ nodeCacheEntriesMax: 8 });
+    const first = commitBatch(
+      tree,
+      store,
+      Array.from({ length: 500 }, (_, i) => put(`w${i}`, "1")),
+    );
+    const copies = new Map([...first.nodeWrites].map(([k, v]) => [k, v === null ? null : v.slice()]));
+    for (let round = 0; round < 20; round++) {
+      commitBatch(
+        tree,
+        store,
+        Array.from({ length: 100 }, (_, i) => put(`w${(i * 7 + round) % 600}`, `${round}`)),
+      );
+      for (let i = 0; i < 50; i++) tree.getProof(text(`w${i * 11}`));
+    }
+    assert.deepEqual(first.nodeWrites, copies, "written bytes never change afterwards");
+  });
+
+  it("cache budgets from 0 up agree with the reference through reads, abandoned batches and reloads", () => {
+    for (const budget of [0, 1, 3, 17, 100_000]) {
+      const seed = 4242 + budget;
+      const random = prng(seed);
+      const { tree, store } = freshTree({ nodeCacheEntriesMax: budget });
+      const reference = new Reference();
+      const keyPool = 300;
+      for (let round = 0; round < 120; round++) {
+        const size = 1 + Math.floor(random() * (random() < 0.1 ? 150 : 12));
+        const changes: SmtChange[] = [];
+        for (let i = 0; i < size; i++) {
+          const key = `c${Math.floor(random() * keyPool)}`;
+          changes.push(random() < 0.3 ? del(key) : put(key, `v${Math.floor(random() * 4)}`));
+        }
+        const batch = tree.applyBatch(changes);
+        if (random() < 0.1) continue; // abandoned: never stored nor committed
+        // Reads between applyBatch and commit see the committed tree and may churn the cache.
+        for (let i = 0; i < 5; i++) {
+          const key = text(`c${Math.floor(random() * keyPool)}`);
+          const got = tree.getProof(key);
+          assert.deepEqual(
+            encodeProof(got.proof),
+            encodeProof(reference.proof(key)),
+            `seed ${seed} round ${round}`,
+          );
+        }
+        store.write(batch.nodeWrites);
+        tree.commit(batch);
+        reference.apply(changes);
+        assert.deepEqual(tree.root(), reference.root(), `seed ${seed} round ${round}: root`);
+        assert.ok(tree.cachedNodeEntries <= budget, "the node cache stays within its bound");
+        if (random() < 0.05) tree.reload();
+        if (round % 20 === 0) {
+          assert.equal(auditSmtStore(store).leafCount, reference.leaves.size);
+          for (let i = 0; i < 20; i++) {
+            const key = text(`c${Math.floor(random() * keyPool)}`);
+            const expected = reference.leaves.get(hex(sha256(key)));
+            assert.deepEqual(tree.getValueHash(key), expected?.valueHash ?? null);
+          }
+        }
+      }
     }
   });
 
