@@ -5,7 +5,8 @@
 const hex64 = { type: "string", pattern: "^[0-9a-f]{64}$" } as const;
 const base64 = { type: "string", pattern: "^[A-Za-z0-9+/]*={0,2}$", maxLength: 8 * 1024 * 1024 } as const;
 
-const error = {
+/** The body of every error answer, shared by the node API and the membership service. */
+export const errorResponseSchema = {
   type: "object",
   properties: {
     error: {
@@ -16,15 +17,15 @@ const error = {
   },
 } as const;
 
-const errors = {
-  400: error,
-  401: error,
-  403: error,
-  404: error,
-  409: error,
-  413: error,
-  429: error,
-  503: error,
+export const apiErrorResponses = {
+  400: errorResponseSchema,
+  401: errorResponseSchema,
+  403: errorResponseSchema,
+  404: errorResponseSchema,
+  409: errorResponseSchema,
+  413: errorResponseSchema,
+  429: errorResponseSchema,
+  503: errorResponseSchema,
 } as const;
 
 const txStatus = {
@@ -100,7 +101,7 @@ export const submitTx = {
     required: ["tx"],
     additionalProperties: false,
   },
-  response: { 200: txStatus, 202: txStatus, ...errors },
+  response: { 200: txStatus, 202: txStatus, ...apiErrorResponses },
 } as const;
 
 export const submitTxs = {
@@ -125,24 +126,28 @@ export const submitTxs = {
           type: "array",
           items: {
             type: "object",
-            properties: { ...txStatus.properties, index: { type: "integer" }, error: error.properties.error },
+            properties: {
+              ...txStatus.properties,
+              index: { type: "integer" },
+              error: errorResponseSchema.properties.error,
+            },
           },
         },
       },
     },
-    ...errors,
+    ...apiErrorResponses,
   },
 } as const;
 
 export const getTx = {
   summary: "A transaction's status and result",
   params: { type: "object", properties: { id: hex64 }, required: ["id"] },
-  response: { 200: txStatus, ...errors },
+  response: { 200: txStatus, ...apiErrorResponses },
 } as const;
 
 export const getBlock = {
   summary: "The latest committed block with its commit certificate",
-  response: { 200: block, ...errors },
+  response: { 200: block, ...apiErrorResponses },
 } as const;
 
 export const getBlockByRef = {
@@ -152,7 +157,7 @@ export const getBlockByRef = {
     properties: { ref: { type: "string", pattern: "^(?:[0-9]{1,15}|[0-9a-f]{64})$" } },
     required: ["ref"],
   },
-  response: { 200: block, ...errors },
+  response: { 200: block, ...apiErrorResponses },
 } as const;
 
 export const getState = {
@@ -190,7 +195,7 @@ export const getState = {
         },
       },
     },
-    ...errors,
+    ...apiErrorResponses,
   },
 } as const;
 
@@ -220,6 +225,6 @@ export const getStatus = {
         },
       },
     },
-    ...errors,
+    ...apiErrorResponses,
   },
 } as const;

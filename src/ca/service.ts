@@ -20,6 +20,7 @@ import swagger from "@fastify/swagger";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { sendError, validatorCompiler } from "../api/http-common.ts";
 import { RequestVerifier } from "../api/request-auth.ts";
+import { apiErrorResponses } from "../api/schemas.ts";
 import { CodedError, type ErrorCode } from "../core/errors.ts";
 import { parseSignedRequest } from "../core/httpsig.ts";
 import type { CertificateAuthority } from "./authority.ts";
@@ -296,25 +297,7 @@ const pem = { type: "string", minLength: 1, maxLength: 16 * 1024 } as const;
 const time = { type: "string", format: "date-time" } as const;
 const roleEnum = ["admin", "officer", "auditor", "node", "registrar", "client"] as const;
 
-const errorSchema = {
-  type: "object",
-  properties: {
-    error: {
-      type: "object",
-      properties: { code: { type: "string" }, message: { type: "string" }, field: { type: "string" } },
-      required: ["code", "message"],
-    },
-  },
-} as const;
-const errorResponses = {
-  400: errorSchema,
-  401: errorSchema,
-  403: errorSchema,
-  404: errorSchema,
-  409: errorSchema,
-  413: errorSchema,
-  429: errorSchema,
-} as const;
+const errorResponses = apiErrorResponses;
 
 const ledgerStatusSchema = {
   type: "object",
