@@ -15,7 +15,7 @@ import {
   consensusLimits,
   type Proposal,
   type Vote,
-  type VoteType,
+  voteFromFields,
 } from "../core/consensus/types.ts";
 import { type Canonical, decodeCanonical, encodeCanonical } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
@@ -101,18 +101,8 @@ export function decodeWalRecord(
       });
       return { kind: "proposal", proposal };
     }
-    case 3: {
-      const [, type, height, round, blockHash, validatorId, signature] = f;
-      const vote = checkVote({
-        type: type as VoteType,
-        height: height as number,
-        round: round as number,
-        blockHash: blockHash as Uint8Array | null,
-        validatorId: validatorId as Uint8Array,
-        signature: signature as Uint8Array,
-      });
-      return { kind: "vote", vote };
-    }
+    case 3:
+      return { kind: "vote", vote: voteFromFields(f) };
     default:
       return corrupt(`unknown record kind ${String(f[0])}`);
   }

@@ -255,10 +255,10 @@ function decodeProposalFields(fields: readonly Canonical[], blockBytesMax: numbe
   return { kind: "proposal", proposal, blockBytes: checkBlockBytes(blockBytes, blockBytesMax) };
 }
 
-function decodeVoteFields(fields: readonly Canonical[]): ConsensusMessage {
-  if (fields.length !== 7) malformed("vote must have 7 fields", "vote");
+/** A checked vote from `[kind, type, height, round, blockHash, validatorId, signature]` (wire and WAL). */
+export function voteFromFields(fields: readonly Canonical[]): Vote {
   const [, type, height, round, blockHash, validatorId, signature] = fields;
-  const vote = checkVote({
+  return checkVote({
     type: type as VoteType,
     height: height as number,
     round: round as number,
@@ -266,7 +266,11 @@ function decodeVoteFields(fields: readonly Canonical[]): ConsensusMessage {
     validatorId: validatorId as Uint8Array,
     signature: signature as Uint8Array,
   });
-  return { kind: "vote", vote };
+}
+
+function decodeVoteFields(fields: readonly Canonical[]): ConsensusMessage {
+  if (fields.length !== 7) malformed("vote must have 7 fields", "vote");
+  return { kind: "vote", vote: voteFromFields(fields) };
 }
 
 function decodeDecisionFields(fields: readonly Canonical[], blockBytesMax: number): ConsensusMessage {
