@@ -63,6 +63,19 @@ export const errorStatus = {
   CA_BAD_INPUT: 400,
   CA_BAD_CERT: 400,
   KEY_LOCKED: 400,
+  // Licenses
+  LICENSE_ID_MALFORMED: 400,
+  LICENSE_CONTENT_INVALID: 400,
+  LICENSE_NOT_FOUND: 404,
+  LICENSE_TYPE_UNKNOWN: 404,
+  LICENSE_STATE: 409,
+  SUBJECT_UNKNOWN: 404,
+  SUBJECT_FORGOTTEN: 410,
+  DECRYPT_UNAVAILABLE: 409,
+  // Key vault
+  VAULT_SUBJECT_EXISTS: 409,
+  VAULT_SUBJECT_UNKNOWN: 404,
+  VAULT_KEY_DESTROYED: 410,
 } as const satisfies Record<string, number>;
 
 export type ErrorCode = keyof typeof errorStatus;
