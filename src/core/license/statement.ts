@@ -1,0 +1,92 @@
+/**
+ * A data subject's signed statement: how a holder (or the key vault on their behalf) authorises a
+ * consent grant, a withdrawal or forgetting. The transaction that carries it may be submitted by any
+ * registered identity (a citizen portal, the vault, a counter clerk): the statement, not the
+ * submitter, is the holder's word. It names the chain and carries the subject's next sequence
+ * number, so it counts once, on one chain, and an old grant cannot be replayed after a withdrawal.
+ *
+ * Bytes signed: "citychain/subject-statement/v1" ‖ 0x00 ‖ canonical CBOR of
+ *   [1, chainId, pseudonym, seq, action, licenseKey, dept, wrappedKeyHash, untilMs]
+ * with P-256 ECDSA (P1363, low S) under the subject's signing key (src/core/signature.ts).
+ */
+import { type Canonical, decodeCanonical, encodeCanonical, utf8 } from "../encoding.ts";
+import { CodedError } from "../errors.ts";
+
+export const subjectStatementTag = utf8("citychain/subject-statement/v1\u0000");
+export const subjectStatementVersion = 1;
+export const subjectStatementBytesMax = 1024;
+
+export const subjectActions = ["consent.grant", "consent.withdraw", "forget"] as const;
+export type SubjectAction = (typeof subjectActions)[number];
+
+export interface SubjectStatement {
+  readonly chainId: string;
+  readonly pseudonym: string;
+  readonly seq: number;
+  readonly action: SubjectAction;
+  /** The license concerned; "" for "forget". */
+  readonly licenseKey: string;
+  /** The department concerned; "" for "forget". */
+  readonly dept: string;
+  /** SHA-256 of the wrapped key a grant hands over; empty otherwise. */
+  readonly wrappedKeyHash: Uint8Array;
+  /** A grant's end (ms since epoch), or null for "until withdrawn". */
+  readonly untilMs: number | null;
+}
+
+export function encodeSubjectStatement(s: SubjectStatement): Uint8Array {
+  return encodeCanonical([
+    subjectStatementVersion,
+    s.chainId,
+    s.pseudonym,
+    s.seq,
+    s.action,
+    s.licenseKey,
+    s.dept,
+    s.wrappedKeyHash,
+    s.untilMs,
+  ]);
+}
+
+/** The exact bytes the subject signs. */
+export function subjectStatementSigningBytes(encoded: Uint8Array): Uint8Array {
+  const out = new Uint8Array(subjectStatementTag.length + encoded.length);
+  out.set(subjectStatementTag, 0);
+  out.set(encoded, subjectStatementTag.length);
+  return out;
+}
+
+function malformed(message: string): never {
+  throw new CodedError("PAYLOAD_INVALID", `statement: ${message}`, "statement");
+}
+
+export function decodeSubjectStatement(bytes: Uint8Array): SubjectStatement {
+  if (bytes.length > subjectStatementBytesMax) malformed(`longer than ${subjectStatementBytesMax} bytes`);
+  let value: Canonical;
+  try {
+    value = decodeCanonical(bytes, subjectStatementBytesMax);
+  } catch {
+    malformed("not canonical CBOR");
+  }
+  if (!Array.isArray(value) || value.length !== 9) malformed("must be a 9-element array");
+  const [version, chainId, pseudonym, seq, action, licenseKey, dept, wrappedKeyHash, untilMs] = value;
+  if (version !== subjectStatementVersion) malformed(`unknown version ${String(version)}`);
+  if (typeof chainId !== "string" || typeof pseudonym !== "string") malformed("chain and pseudonym");
+  if (typeof seq !== "number" || !Number.isSafeInteger(seq) || seq < 0) malformed("seq");
+  if (typeof action !== "string" || !(subjectActions as readonly string[]).includes(action))
+    malformed("action");
+  if (typeof licenseKey !== "string" || typeof dept !== "string") malformed("licenseKey and dept");
+  if (!(wrappedKeyHash instanceof Uint8Array)) malformed("wrappedKeyHash");
+  if (untilMs !== null && (typeof untilMs !== "number" || !Number.isSafeInteger(untilMs) || untilMs < 0))
+    malformed("untilMs");
+  return {
+    chainId,
+    pseudonym,
+    seq,
+    action: action as SubjectAction,
+    licenseKey,
+    dept,
+    wrappedKeyHash,
+    untilMs: untilMs as number | null,
+  };
+}
