@@ -42,7 +42,20 @@ const txStatus = {
   required: ["txId", "status"],
 } as const;
 
-const header = {
+export const validatorsJson = {
+  type: "array",
+  items: {
+    type: "object",
+    properties: {
+      id: hex64,
+      publicKey: { type: "string" },
+      power: { type: "integer" },
+      dept: { type: "string" },
+    },
+  },
+} as const;
+
+export const header = {
   type: "object",
   properties: {
     chainId: { type: "string" },
@@ -64,7 +77,7 @@ const header = {
   },
 } as const;
 
-const commit = {
+export const commit = {
   type: ["object", "null"],
   properties: {
     height: { type: "integer" },
@@ -181,18 +194,7 @@ export const getState = {
         proof: { type: "object", additionalProperties: true },
         header,
         commit,
-        validators: {
-          type: "array",
-          items: {
-            type: "object",
-            properties: {
-              id: hex64,
-              publicKey: { type: "string" },
-              power: { type: "integer" },
-              dept: { type: "string" },
-            },
-          },
-        },
+        validators: validatorsJson,
       },
     },
     ...apiErrorResponses,

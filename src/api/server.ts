@@ -9,17 +9,16 @@
  */
 import swagger from "@fastify/swagger";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
-import { decodeCommit } from "../core/block.ts";
 import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
-import { sha256Hex } from "../core/hash.ts";
 import { parseSignedRequest } from "../core/httpsig.ts";
 import { type Identity, resolveIdentity } from "../core/identity.ts";
-import { proofToJson } from "../core/smt-proof.ts";
 import { stateKeys } from "../core/system-state.ts";
-import { blockToJson, canonicalToJson, commitToJson, headerToJson } from "../core/views.ts";
+import { blockToJson, canonicalToJson } from "../core/views.ts";
 import type { ChainNode, TxStatus } from "../node/node.ts";
 import { sendError, validatorCompiler } from "./http-common.ts";
+import { registerLicenseRoutes } from "./license-routes.ts";
+import { commitAt, proofAnchor, provenEntry } from "./proofs.ts";
 import { RequestVerifier } from "./request-auth.ts";
 import * as schemas from "./schemas.ts";
 
@@ -114,6 +113,7 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
   );
 
   registerRoutes(app, node, options);
+  registerLicenseRoutes(app, node, now);
   await app.ready();
   return app;
 }
@@ -244,26 +244,7 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
 
   app.get("/v1/state", { schema: schemas.getState }, async (request) => {
     const { key } = request.query as { key: string };
-    // Proof, value and header are read in one synchronous step, so they describe the same height.
-    const block = ledger.latest();
-    const value = ledger.state.get(key);
-    const proof = ledger.proof(key);
-    const commit = commitAt(node, block.header.height);
-    return {
-      key,
-      value: value === undefined ? null : toBase64(value),
-      valueHash: value === undefined ? null : sha256Hex(value),
-      height: block.header.height,
-      proof: proofToJson(proof),
-      header: headerToJson(block.header, block.hash, block.headerBytes),
-      commit: commit === null ? null : commitToJson(commit),
-      validators: ledger.validators().map((v) => ({
-        id: toHex(v.id),
-        publicKey: toBase64(v.publicKeySpki),
-        power: v.power,
-        dept: v.dept,
-      })),
-    };
+    return { ...provenEntry(node, key), ...proofAnchor(node) };
   });
 
   app.get("/v1/status", { schema: schemas.getStatus }, async (request) => {
@@ -288,9 +269,4 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
   });
 
   app.get("/v1/openapi.json", { schema: { hide: true } as object }, async () => app.swagger());
-}
-
-function commitAt(node: ChainNode, height: number) {
-  const bytes = node.ledger.store.commitBytes(height);
-  return bytes === undefined ? null : decodeCommit(bytes);
 }

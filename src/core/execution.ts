@@ -34,6 +34,8 @@ export interface ExecutionPorts {
   isCommitted(txId: string): boolean;
   /** Checks signature `index` of `tx` with the given key (verdicts are usually cached from admission). */
   checkSignature(tx: Tx, index: number, publicKeySpki: Uint8Array): boolean;
+  /** Checks a signature over other bytes (a data subject's statement) under the one P-256 rule. */
+  verify(publicKeySpki: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
 }
 
 export interface TxResult {
@@ -51,6 +53,7 @@ export interface TxCall {
   readonly sender: Identity;
   readonly state: StateOverlay;
   readonly payload: Canonical;
+  readonly verify: ExecutionPorts["verify"];
 }
 
 export type TxHandler = (call: TxCall) => Canonical;
@@ -101,7 +104,7 @@ export function executeBlock(
     out.included.push(tx);
     const txState = new StateOverlay(blockState);
     try {
-      const data = executeTx(handlers, txState, block, tx, signers);
+      const data = executeTx(ports, handlers, txState, block, tx, signers);
       txState.mergeInto(blockState);
       out.results.push({ txId: tx.id, code: "OK", message: "", data });
     } catch (error) {
@@ -151,6 +154,7 @@ function authenticate(
 }
 
 function executeTx(
+  ports: ExecutionPorts,
   handlers: HandlerRegistry,
   state: StateOverlay,
   block: BlockContext,
@@ -160,7 +164,15 @@ function executeTx(
   const handler = handlers.get(tx.body.type);
   if (handler === undefined)
     throw new CodedError("TX_UNKNOWN_TYPE", `unknown transaction type ${tx.body.type}`);
-  const data = handler({ block, tx, signers, sender: signers[0]!, state, payload: tx.body.payload });
+  const data = handler({
+    block,
+    tx,
+    signers,
+    sender: signers[0]!,
+    state,
+    payload: tx.body.payload,
+    verify: ports.verify,
+  });
   rememberCertificates(state, tx, signers);
   return data;
 }

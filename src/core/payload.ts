@@ -61,3 +61,35 @@ export function readEnum<T extends string>(map: PayloadMap, key: string, values:
     invalid(key, `must be one of ${values.join(", ")}`);
   return value as T;
 }
+
+export function readNullableInteger(map: PayloadMap, key: string, min: number, max: number): number | null {
+  return map[key] === null || map[key] === undefined ? null : readInteger(map, key, min, max);
+}
+
+export function readStringArray(
+  map: PayloadMap,
+  key: string,
+  pattern: RegExp,
+  itemLengthMax: number,
+  countMax: number,
+): string[] {
+  const value = map[key];
+  if (!Array.isArray(value)) invalid(key, "must be an array");
+  if (value.length > countMax) invalid(key, `more than ${countMax} items`);
+  const seen = new Set<string>();
+  return value.map((item, i) => {
+    const at = `${key}[${i}]`;
+    if (typeof item !== "string") invalid(at, "must be a string");
+    if (item.length > itemLengthMax || !pattern.test(item)) invalid(at, `does not match ${pattern.source}`);
+    if (seen.has(item)) invalid(at, `duplicate ${item}`);
+    seen.add(item);
+    return item;
+  });
+}
+
+export function readArray(map: PayloadMap, key: string, countMax: number): readonly Canonical[] {
+  const value = map[key];
+  if (!Array.isArray(value)) invalid(key, "must be an array");
+  if (value.length > countMax) invalid(key, `more than ${countMax} items`);
+  return value;
+}

@@ -67,7 +67,7 @@ export interface Revocation {
  */
 const decoded = new WeakMap<Uint8Array, Canonical>();
 
-function read(state: StateReader, key: string): Canonical | undefined {
+export function readRecord(state: StateReader, key: string): Canonical | undefined {
   const bytes = state.get(key);
   if (bytes === undefined) return undefined;
   const known = decoded.get(bytes);
@@ -87,25 +87,25 @@ export function encodeRecord(value: Canonical): Uint8Array {
 }
 
 export function readChainParams(state: StateReader): ChainParams {
-  const value = read(state, stateKeys.chainParams);
+  const value = readRecord(state, stateKeys.chainParams);
   if (value === undefined) throw new CodedError("STORAGE_CORRUPT", "chain parameters missing from state");
   return value as unknown as ChainParams;
 }
 
 export function readRoots(state: StateReader): readonly Uint8Array[] {
-  return (read(state, stateKeys.roots) as Uint8Array[] | undefined) ?? [];
+  return (readRecord(state, stateKeys.roots) as Uint8Array[] | undefined) ?? [];
 }
 
 export function readDepartment(state: StateReader, code: string): Department | undefined {
-  return read(state, stateKeys.dept(code)) as Department | undefined;
+  return readRecord(state, stateKeys.dept(code)) as Department | undefined;
 }
 
 export function readRevocation(state: StateReader, key: string): Revocation | undefined {
-  return read(state, key) as Revocation | undefined;
+  return readRecord(state, key) as Revocation | undefined;
 }
 
 export function readValidators(state: StateReader): readonly Validator[] {
-  const raw = read(state, stateKeys.validators) as Canonical[][] | undefined;
+  const raw = readRecord(state, stateKeys.validators) as Canonical[][] | undefined;
   if (raw === undefined) return [];
   return raw.map(([id, publicKeySpki, power, dept]) => ({
     id: id as Uint8Array,

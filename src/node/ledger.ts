@@ -36,6 +36,7 @@ import {
 import { checkGenesis, type GenesisDoc, genesisBlock, genesisWrites } from "../core/genesis.ts";
 import { builtinHandlers } from "../core/handlers/index.ts";
 import type { X509Port } from "../core/identity.ts";
+import { type LicenseIndexOps, licenseIndexOps } from "../core/license/index-ops.ts";
 import { type SmtBatchResult, SparseMerkleTree, smtNodeKeyToHex } from "../core/smt.ts";
 import type { SmtProof } from "../core/smt-proof.ts";
 import { type ChainParams, readChainParams, readValidators } from "../core/system-state.ts";
@@ -184,6 +185,7 @@ export class Ledger {
       }
       return this.verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[index]!.signature);
     },
+    verify: (spki, message, signature) => this.verifier.verify(spki, message, signature),
   };
 
   // ---- blocks ----
@@ -304,7 +306,13 @@ export class Ledger {
   commit(prepared: PreparedBlock, commit: Commit | null): void {
     const { block, execution } = prepared;
     assert(block.header.height === this.height() + 1, "blocks commit in order");
+    const after = {
+      get: (key: string) =>
+        execution.writes.has(key) ? (execution.writes.get(key) ?? undefined) : this.state.get(key),
+    };
+    const licenseIndex = licenseIndexOps(execution, after, block.header.height, block.header.timeMs);
     this.store.commitBlock({
+      licenseIndex,
       height: block.header.height,
       hash: block.hash,
       timeMs: block.header.timeMs,
@@ -335,7 +343,11 @@ export class Ledger {
     this.state.applyCommitted(execution.writes);
     for (const tx of execution.included) this.decodedTxs.delete(txBytesKey(tx.bytes));
     this.latestBlock = block;
+    this.lastLicenseOps = licenseIndex;
   }
+
+  /** The license index rows of the last committed block (the node acts on forgotten subjects). */
+  lastLicenseOps: LicenseIndexOps | null = null;
 }
 
 const validatorSetMetaKey = "validatorSet";

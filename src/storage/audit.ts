@@ -116,6 +116,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
           isCommitted: (id) => committed.has(id),
           checkSignature: (tx, i, spki) =>
             verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[i]!.signature),
+          verify: (spki, message, signature) => verifier.verify(spki, message, signature),
         },
         handlers,
         state,

@@ -11,8 +11,10 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { assert, CodedError } from "../core/errors.ts";
+import type { LicenseIndexOps } from "../core/license/index-ops.ts";
+import { LicenseIndex, licenseIndexSchema } from "./license-index.ts";
 
-export const chainStoreSchemaVersion = 1;
+export const chainStoreSchemaVersion = 2;
 export const chainDbFileName = "chain.db";
 
 export interface StoredTx {
@@ -45,6 +47,8 @@ export interface BlockCommitBatch {
   readonly stateRoot: Uint8Array;
   /** Node-local records that must move with the block (e.g. the next height's proposer priorities). */
   readonly meta?: ReadonlyMap<string, Uint8Array>;
+  /** Index rows derived from the block (src/core/license/index-ops.ts). */
+  readonly licenseIndex?: LicenseIndexOps;
 }
 
 const schema = `
@@ -67,11 +71,13 @@ function hexToBuffer(hex: string): Buffer {
 
 export class ChainStore {
   readonly db: Database.Database;
+  readonly licenseIndex: LicenseIndex;
   private readonly statements;
   private heightCache: number;
 
   private constructor(db: Database.Database) {
     this.db = db;
+    this.licenseIndex = new LicenseIndex(db);
     this.statements = {
       getMeta: db.prepare<[string], { value: Buffer }>("SELECT value FROM meta WHERE key = ?"),
       putMeta: db.prepare<[string, Buffer]>("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"),
@@ -124,6 +130,7 @@ export class ChainStore {
       db.pragma("journal_mode = WAL");
       db.pragma("synchronous = FULL");
       db.exec(schema);
+      db.exec(licenseIndexSchema);
       const version = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as
         | { value: Buffer }
         | undefined;
@@ -242,6 +249,7 @@ export class ChainStore {
       }
       s.putMeta.run("stateRoot", Buffer.from(batch.stateRoot));
       for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, Buffer.from(value));
+      if (batch.licenseIndex !== undefined) this.licenseIndex.apply(batch.licenseIndex);
     });
     write.immediate();
     this.heightCache = batch.height;

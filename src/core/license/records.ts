@@ -3,7 +3,8 @@
  * keys live under "lic/". Personal data never appears here in plaintext: holders are keyed
  * pseudonyms and personal fields are sealed (AES-256-GCM, data key wrapped with HPKE).
  */
-import type { Canonical } from "../encoding.ts";
+import { type Canonical, encodeCanonical } from "../encoding.ts";
+import { sha256, taggedHash } from "../hash.ts";
 
 export const licenseKeys = {
   /** A department's issuer identity: its unified social credit code and area code. */
@@ -23,8 +24,6 @@ export const licenseKeys = {
   deptSubjectKey: (pseudonym: string, dept: string) => `lic/ds/${pseudonym}/${dept}`,
   /** The holder's consent for a department to read one license. */
   consent: (licenseKey: string, dept: string) => `lic/c/${licenseKey}/${dept}`,
-  /** Next serial per issuer and year, so identifiers are dense and predictable. */
-  serialCounter: (dept: string, typeCode: string, year: number) => `lic/n/${dept}/${typeCode}/${year}`,
 } as const;
 
 export const licenseStatuses = ["valid", "suspended", "revoked"] as const;
@@ -66,10 +65,13 @@ export interface PolicyRule {
   /** Named in every decision and every denial. */
   readonly id: string;
   readonly effect: "allow" | "deny";
-  /** Department code, or "*" for any, or "$issuer" for the license's issuing department. */
+  /**
+   * Department code; "*" for any; "$issuer" for the license's issuing department; "$issuers" for
+   * any department the type lists as an issuer.
+   */
   readonly dept: string;
-  /** Role, or "*" for any. */
-  readonly role: string;
+  /** Roles any one of which matches; "*" for any role. */
+  readonly roles: readonly string[];
   readonly actions: readonly LicenseAction[];
   /** For decrypt: personal fields this rule covers, or ["*"]. Ignored for other actions. */
   readonly fields: readonly string[];
@@ -176,3 +178,17 @@ export interface AccessTrailEntry {
 }
 
 export type RecordOf<T> = T & { readonly [key: string]: Canonical };
+
+export function wrappedKeyToCanonical(w: WrappedKey): { [key: string]: Canonical } {
+  return { enc: w.enc, ciphertext: w.ciphertext, recipientKeyHash: w.recipientKeyHash };
+}
+
+/** What a subject statement names when it hands over a wrapped key. */
+export function wrappedKeyDigest(w: WrappedKey): Uint8Array {
+  return taggedHash("citychain/wrapped-key/v1", encodeCanonical(wrappedKeyToCanonical(w)));
+}
+
+/** SHA-256 of a recipient's raw public key, as carried in WrappedKey.recipientKeyHash. */
+export function recipientKeyHash(publicKey: Uint8Array): Uint8Array {
+  return sha256(publicKey);
+}

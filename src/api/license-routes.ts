@@ -1,0 +1,337 @@
+/**
+ * License routes of the node API (docs/api.md "Licenses", docs/licenses.md). Reads are judged by the
+ * license type's access policy (action "query") with the caller's department and roles; a denial is
+ * 403 POLICY_DENIED naming the rule. Search runs on the node's license indexes, filtered to the
+ * types the caller may query, with cursor pagination.
+ */
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { toHex } from "../core/encoding.ts";
+import { CodedError } from "../core/errors.ts";
+import type { Identity } from "../core/identity.ts";
+import { licenseIdRoot, parseLicenseId } from "../core/license/identifier.ts";
+import { decide, policyDenied } from "../core/license/policy.ts";
+import {
+  type LicenseEffectiveStatus,
+  type LicenseHead,
+  type LicensePolicy,
+  type LicenseType,
+  type LicenseVersion,
+  licenseKeys,
+  type SubjectRecord,
+} from "../core/license/records.ts";
+import { readRecord } from "../core/system-state.ts";
+import type { ChainNode } from "../node/node.ts";
+import * as s from "./license-schemas.ts";
+import { proofAnchor, provenEntry } from "./proofs.ts";
+
+export interface LicenseReader {
+  type(code: string): LicenseType;
+  policy(code: string): LicensePolicy;
+  head(licenseKey: string): LicenseHead;
+  version(id: string): LicenseVersion;
+  /** Resolves a full identifier or a license key to the version and its head. */
+  resolve(ref: string): { head: LicenseHead; version: LicenseVersion };
+  subject(pseudonym: string): SubjectRecord;
+}
+
+export function licenseReader(node: ChainNode): LicenseReader {
+  const state = node.ledger.state;
+  const read = <T>(key: string) => readRecord(state, key) as T | undefined;
+  const reader: LicenseReader = {
+    type(code) {
+      const type = read<LicenseType>(licenseKeys.type(code));
+      if (type === undefined) throw new CodedError("LICENSE_TYPE_UNKNOWN", `no license type ${code}`, "code");
+      return type;
+    },
+    policy(code) {
+      const policy = read<LicensePolicy>(licenseKeys.policy(code));
+      if (policy === undefined) throw new CodedError("STORAGE_CORRUPT", `license type ${code} has no policy`);
+      return policy;
+    },
+    head(licenseKey) {
+      const head = read<LicenseHead>(licenseKeys.head(licenseKey));
+      if (head === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${licenseKey}`, "id");
+      return head;
+    },
+    version(id) {
+      const version = read<LicenseVersion>(licenseKeys.version(id));
+      if (version === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${id}`, "id");
+      return version;
+    },
+    resolve(ref) {
+      if (ref.startsWith(`${licenseIdRoot}.`)) {
+        const parts = parseLicenseId(ref);
+        const version = reader.version(ref);
+        return { head: reader.head(`${parts.typeCode}.${parts.issuerCode}.${parts.serial}`), version };
+      }
+      if (!licenseKeyPattern.test(ref))
+        throw new CodedError("LICENSE_ID_MALFORMED", "not a license identifier or license key", "id");
+      const head = reader.head(ref);
+      return { head, version: reader.version(head.currentId) };
+    },
+    subject(pseudonym) {
+      const subject = read<SubjectRecord>(licenseKeys.subject(pseudonym));
+      if (subject === undefined)
+        throw new CodedError("SUBJECT_UNKNOWN", `no data subject ${pseudonym}`, "pseudonym");
+      return subject;
+    },
+  };
+  return reader;
+}
+
+const licenseKeyPattern = /^[0-9A-Z]{21}\.[0-9A-Z]{18}\.[0-9A-Z]{1,32}$/;
+
+export function effectiveStatus(
+  head: Pick<LicenseHead, "status">,
+  version: Pick<LicenseVersion, "validUntilMs">,
+  nowMs: number,
+): LicenseEffectiveStatus {
+  if (head.status !== "valid") return head.status;
+  return version.validUntilMs !== null && version.validUntilMs < nowMs ? "expired" : "valid";
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function licenseToJson(type: LicenseType, head: LicenseHead, version: LicenseVersion, nowMs: number) {
+  return {
+    id: version.id,
+    licenseKey: version.licenseKey,
+    version: version.version,
+    current: head.currentId === version.id,
+    currentId: head.currentId,
+    name: type.name,
+    typeCode: version.typeCode,
+    issuerCode: version.issuerCode,
+    issuerDept: version.issuerDept,
+    holder: version.holder,
+    holderCodeType: version.holderCodeType,
+    areaCode: version.areaCode,
+    issuedAt: iso(version.issuedAtMs),
+    validFrom: iso(version.validFromMs),
+    validUntil: iso(version.validUntilMs),
+    status: effectiveStatus(head, version, nowMs),
+    storedStatus: head.status,
+    statusReason: head.statusReason,
+    statusChangedAt: iso(head.statusChangedAtMs),
+    statusIndex: head.statusIndex,
+    content: JSON.parse(version.publicContent) as unknown,
+    personalFields: ["holderName", "holderCode", ...type.personalFields],
+    contentHash: toHex(version.contentHash),
+    issuedBy: version.issuedBy,
+    txId: version.txId,
+    height: version.height,
+  };
+}
+
+/** The caller may query this license (or type, before there is a license). */
+export function requireQuery(
+  reader: LicenseReader,
+  caller: Identity,
+  type: LicenseType,
+  issuerDept: string | null,
+): string {
+  const verdict = decide(reader.policy(type.code), caller, { issuers: type.issuers, issuerDept }, "query");
+  if (!verdict.allowed)
+    throw policyDenied(verdict.rule, `${caller.dept} may not query ${type.code} licenses`);
+  return verdict.rule;
+}
+
+/** Types whose licenses the caller may see in a search: each type's policy, evaluated once. */
+function queryableTypes(node: ChainNode, reader: LicenseReader, caller: Identity): string[] | undefined {
+  const codes: string[] = [];
+  let all = true;
+  for (const { key } of node.ledger.store.stateRange("lic/type/", "lic/type0", typesMax)) {
+    const type = reader.type(key.slice("lic/type/".length));
+    // "$issuer" rules depend on the license; a search treats the caller's own licenses as its own.
+    const asIssuer = decide(
+      reader.policy(type.code),
+      caller,
+      { issuers: type.issuers, issuerDept: caller.dept },
+      "query",
+    );
+    const asOther = decide(
+      reader.policy(type.code),
+      caller,
+      { issuers: type.issuers, issuerDept: null },
+      "query",
+    );
+    if (asOther.allowed) codes.push(type.code);
+    else {
+      all = false;
+      if (asIssuer.allowed) codes.push(type.code);
+    }
+  }
+  return all ? undefined : codes;
+}
+
+const typesMax = 10_000;
+
+function caller(request: FastifyRequest): Identity {
+  return request.identity!;
+}
+
+export function registerLicenseRoutes(app: FastifyInstance, node: ChainNode, now: () => number): void {
+  const reader = licenseReader(node);
+  const store = node.ledger.store;
+
+  app.get("/v1/license-types", { schema: s.listTypes }, async () => {
+    const rows = store.stateRange("lic/type/", "lic/type0", typesMax);
+    const types = rows.map(({ key }) => typeToJson(reader.type(key.slice("lic/type/".length))));
+    return { types };
+  });
+
+  app.get("/v1/license-types/:code", { schema: s.getType }, async (request) => {
+    const { code } = request.params as { code: string };
+    const type = reader.type(code);
+    return { ...typeToJson(type), policy: reader.policy(code) };
+  });
+
+  app.get("/v1/licenses", { schema: s.searchLicenses }, async (request) => {
+    const q = request.query as {
+      holder?: string;
+      type?: string;
+      issuer?: string;
+      status?: "valid" | "suspended" | "revoked" | "expired";
+      from?: string;
+      to?: string;
+      cursor?: string;
+      limit?: number;
+    };
+    const who = caller(request);
+    const typeCodes = queryableTypes(node, reader, who);
+    const nowMs = now();
+    const page = store.licenseIndex.search({
+      ...(q.holder === undefined ? {} : { holder: q.holder }),
+      ...(q.type === undefined ? {} : { typeCode: q.type }),
+      ...(q.issuer === undefined ? {} : { issuerDept: q.issuer }),
+      ...(q.status === undefined ? {} : { status: q.status }),
+      ...(q.from === undefined ? {} : { fromMs: Date.parse(q.from) }),
+      ...(q.to === undefined ? {} : { toMs: Date.parse(q.to) }),
+      ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
+      ...(typeCodes === undefined ? {} : { typeCodes }),
+      nowMs,
+      limit: q.limit ?? 50,
+    });
+    const items = page.items.flatMap((row) => {
+      const type = reader.type(row.typeCode);
+      // A type allowed only for its issuer: skip other departments' licenses of it.
+      if (
+        !decide(reader.policy(type.code), who, { issuers: type.issuers, issuerDept: row.issuerDept }, "query")
+          .allowed
+      )
+        return [];
+      const head = reader.head(row.licenseKey);
+      return [licenseToJson(type, head, reader.version(head.currentId), nowMs)];
+    });
+    return { items, nextCursor: page.nextCursor };
+  });
+
+  app.get("/v1/licenses/:id", { schema: s.getLicense }, async (request) => {
+    const { id } = request.params as { id: string };
+    const { head, version } = reader.resolve(id);
+    const type = reader.type(head.typeCode);
+    requireQuery(reader, caller(request), type, head.issuerDept);
+    return licenseToJson(type, head, version, now());
+  });
+
+  app.get("/v1/licenses/:id/proof", { schema: s.getLicenseProof }, async (request) => {
+    const { id } = request.params as { id: string };
+    const { head, version } = reader.resolve(id);
+    const type = reader.type(head.typeCode);
+    requireQuery(reader, caller(request), type, head.issuerDept);
+    // Entries and anchor are read in one synchronous step: they describe the same height.
+    return {
+      id: version.id,
+      licenseKey: head.licenseKey,
+      version: provenEntry(node, licenseKeys.version(version.id)),
+      head: provenEntry(node, licenseKeys.head(head.licenseKey)),
+      ...proofAnchor(node),
+    };
+  });
+
+  app.get("/v1/licenses/:id/history", { schema: s.getHistory }, async (request) => {
+    const { id } = request.params as { id: string };
+    const q = request.query as { after?: number; limit?: number };
+    const { head } = reader.resolve(id);
+    requireQuery(reader, caller(request), reader.type(head.typeCode), head.issuerDept);
+    const events = store.licenseIndex.events(head.licenseKey, q.after ?? 0, q.limit ?? 100);
+    return {
+      licenseKey: head.licenseKey,
+      events: events.map((e) => ({ ...e, at: iso(e.atMs) })),
+      next: events.length === (q.limit ?? 100) ? events[events.length - 1]!.seq : null,
+    };
+  });
+
+  app.get("/v1/subjects/:pseudonym", { schema: s.getSubject }, async (request) => {
+    const { pseudonym } = request.params as { pseudonym: string };
+    const subject = reader.subject(pseudonym);
+    return {
+      pseudonym,
+      status: subject.status,
+      custody: subject.custody,
+      nextSeq: subject.nextSeq,
+      encryptionKey: Buffer.from(subject.encryptionKey).toString("base64"),
+      signingKey: Buffer.from(subject.signingKey).toString("base64"),
+      sinceHeight: subject.sinceHeight,
+    };
+  });
+
+  app.get("/v1/access-trail", { schema: s.getTrail }, async (request) => {
+    const q = request.query as { dept?: string; from?: string; to?: string; cursor?: string; limit?: number };
+    const who = caller(request);
+    const operator = node.ledger.params().operatorDept;
+    if (!who.roles.includes("auditor") && !(who.dept === operator && who.roles.includes("admin")))
+      throw new CodedError("FORBIDDEN", "the access trail is for auditors");
+    // A department's auditor sees its own department's reads; the information center's sees all.
+    const dept = who.dept === operator ? q.dept : who.dept;
+    if (q.dept !== undefined && dept !== q.dept)
+      throw new CodedError("FORBIDDEN", `an auditor of ${who.dept} sees only ${who.dept}'s reads`, "dept");
+    const page = store.licenseIndex.trail({
+      ...(dept === undefined ? {} : { readerDept: dept }),
+      ...(q.from === undefined ? {} : { fromMs: Date.parse(q.from) }),
+      ...(q.to === undefined ? {} : { toMs: Date.parse(q.to) }),
+      ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
+      limit: q.limit ?? 100,
+    });
+    return { items: page.items.map(trailToJson), nextCursor: page.nextCursor };
+  });
+}
+
+export function trailToJson(row: {
+  licenseId: string;
+  holder: string;
+  readerDept: string;
+  readerId: string;
+  readAtMs: number;
+  policyRule: string;
+  fields: readonly string[];
+  basis: string;
+  txId: string;
+  height: number;
+}) {
+  return {
+    licenseId: row.licenseId,
+    holder: row.holder,
+    readerDept: row.readerDept,
+    readerId: row.readerId,
+    readAt: iso(row.readAtMs),
+    policyRule: row.policyRule,
+    fields: row.fields,
+    basis: row.basis,
+    txId: row.txId,
+    height: row.height,
+  };
+}
+
+function typeToJson(type: LicenseType) {
+  return {
+    code: type.code,
+    name: type.name,
+    definedBy: type.definedBy,
+    schema: JSON.parse(type.schema) as unknown,
+    issuers: type.issuers,
+    personalFields: type.personalFields,
+    validityDays: type.validityDays,
+    sinceHeight: type.sinceHeight,
+  };
+}

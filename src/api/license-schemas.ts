@@ -1,0 +1,242 @@
+/**
+ * JSON Schemas of the license routes (see license-routes.ts); validation and the OpenAPI document
+ * come from them like every other route's.
+ */
+import { apiErrorResponses, commit, header, validatorsJson } from "./schemas.ts";
+
+const pseudonym = { type: "string", pattern: "^[0-9a-f]{64}$" } as const;
+const typeCode = { type: "string", pattern: "^[0-9A-Z]{18}[0-9]{3}$" } as const;
+const licenseRef = {
+  type: "string",
+  minLength: 1,
+  maxLength: 128,
+  description:
+    "a full GB/T 36904 identifier (one version) or a license key <type>.<issuer>.<serial> (current version)",
+} as const;
+const cursor = { type: "string", maxLength: 256 } as const;
+const time = { type: "string", format: "date-time" } as const;
+const deptCode = { type: "string", pattern: "^[a-z][a-z0-9-]{1,31}$" } as const;
+
+const licenseType = {
+  type: "object",
+  properties: {
+    code: { type: "string" },
+    name: { type: "string" },
+    definedBy: { type: "string" },
+    schema: { type: "object", additionalProperties: true },
+    issuers: { type: "array", items: { type: "string" } },
+    personalFields: { type: "array", items: { type: "string" } },
+    validityDays: { type: ["integer", "null"] },
+    sinceHeight: { type: "integer" },
+    policy: { type: "object", additionalProperties: true },
+  },
+} as const;
+
+export const license = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    licenseKey: { type: "string" },
+    version: { type: "integer" },
+    current: { type: "boolean" },
+    currentId: { type: "string" },
+    name: { type: "string" },
+    typeCode: { type: "string" },
+    issuerCode: { type: "string" },
+    issuerDept: { type: "string" },
+    holder: { type: "string", description: "keyed pseudonym of the holder" },
+    holderCodeType: { type: "string" },
+    areaCode: { type: "string" },
+    issuedAt: { type: "string" },
+    validFrom: { type: "string" },
+    validUntil: { type: ["string", "null"] },
+    status: { type: "string", enum: ["valid", "suspended", "revoked", "expired"] },
+    storedStatus: { type: "string" },
+    statusReason: { type: ["string", "null"] },
+    statusChangedAt: { type: "string" },
+    statusIndex: { type: "integer" },
+    content: { type: "object", additionalProperties: true, description: "the public (non-personal) content" },
+    personalFields: { type: "array", items: { type: "string" } },
+    contentHash: { type: "string" },
+    issuedBy: { type: "string" },
+    txId: { type: "string" },
+    height: { type: "integer" },
+  },
+} as const;
+
+const provenEntry = {
+  type: "object",
+  properties: {
+    key: { type: "string" },
+    value: { type: ["string", "null"] },
+    valueHash: { type: ["string", "null"] },
+    proof: { type: "object", additionalProperties: true },
+  },
+} as const;
+
+const trailEntry = {
+  type: "object",
+  properties: {
+    licenseId: { type: "string" },
+    holder: { type: "string" },
+    readerDept: { type: "string" },
+    readerId: { type: "string" },
+    readAt: { type: "string" },
+    policyRule: { type: "string" },
+    fields: { type: "array", items: { type: "string" } },
+    basis: { type: "string" },
+    txId: { type: "string" },
+    height: { type: "integer" },
+  },
+} as const;
+
+export const listTypes = {
+  summary: "License types in the catalogue",
+  response: {
+    200: { type: "object", properties: { types: { type: "array", items: licenseType } } },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const getType = {
+  summary: "A license type with its access policy",
+  params: { type: "object", properties: { code: typeCode }, required: ["code"] },
+  response: { 200: licenseType, ...apiErrorResponses },
+} as const;
+
+export const searchLicenses = {
+  summary: "Search licenses the caller may see, newest first, by holder, type, issuer, status and issue date",
+  querystring: {
+    type: "object",
+    properties: {
+      holder: pseudonym,
+      type: typeCode,
+      issuer: deptCode,
+      status: { type: "string", enum: ["valid", "suspended", "revoked", "expired"] },
+      from: time,
+      to: time,
+      cursor,
+      limit: { type: "integer", minimum: 1, maximum: 500 },
+    },
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: { items: { type: "array", items: license }, nextCursor: { type: ["string", "null"] } },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const getLicense = {
+  summary: "One license: a version by its identifier, or the current version by license key",
+  params: { type: "object", properties: { id: licenseRef }, required: ["id"] },
+  response: { 200: license, ...apiErrorResponses },
+} as const;
+
+export const getLicenseProof = {
+  summary: "A license version and its head with state proofs, the header and its commit certificate",
+  description:
+    "Verify offline: each entry's proof against header.stateRoot, the header hash against commit signatures of > 2/3 of the validators' power.",
+  params: { type: "object", properties: { id: licenseRef }, required: ["id"] },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        id: { type: "string" },
+        licenseKey: { type: "string" },
+        version: provenEntry,
+        head: provenEntry,
+        height: { type: "integer" },
+        header,
+        commit,
+        validators: validatorsJson,
+      },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const getHistory = {
+  summary: "A license's events: issue, amendments, status changes and consents",
+  params: { type: "object", properties: { id: licenseRef }, required: ["id"] },
+  querystring: {
+    type: "object",
+    properties: {
+      after: { type: "integer", minimum: 0 },
+      limit: { type: "integer", minimum: 1, maximum: 500 },
+    },
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        licenseKey: { type: "string" },
+        events: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              seq: { type: "integer" },
+              licenseId: { type: "string" },
+              event: { type: "string" },
+              by: { type: "string" },
+              txId: { type: "string" },
+              height: { type: "integer" },
+              at: { type: "string" },
+              dept: { type: ["string", "null"] },
+            },
+          },
+        },
+        next: { type: ["integer", "null"] },
+      },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const getSubject = {
+  summary: "A data subject's public record: status, custody and public keys",
+  params: { type: "object", properties: { pseudonym }, required: ["pseudonym"] },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        pseudonym: { type: "string" },
+        status: { type: "string" },
+        custody: { type: "string" },
+        nextSeq: { type: "integer" },
+        encryptionKey: { type: "string" },
+        signingKey: { type: "string" },
+        sinceHeight: { type: "integer" },
+      },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const getTrail = {
+  summary: "Reads of personal content, for auditors: by reading department and time",
+  querystring: {
+    type: "object",
+    properties: {
+      dept: deptCode,
+      from: time,
+      to: time,
+      cursor,
+      limit: { type: "integer", minimum: 1, maximum: 500 },
+    },
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: { items: { type: "array", items: trailEntry }, nextCursor: { type: ["string", "null"] } },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const trailEntrySchema = trailEntry;
