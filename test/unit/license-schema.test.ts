@@ -203,6 +203,13 @@ describe("license schema: patterns", () => {
     assert.match(checkPattern("a".repeat(licenseSchemaLimits.patternCharsMax + 1)) ?? "", /longer than/);
   });
 
+  test("group prefixes are not quantifiers", () => {
+    assert.equal(checkPattern("^(?:ab)+$"), null);
+    assert.equal(checkPattern("^(?<year>[0-9]{4})-(?<month>[0-9]{2})$"), null);
+    assert.equal(checkPattern("^(?:a)(?:b)(?:c)(?:d)x*y*z*$"), null, "group prefixes count no quantifier");
+    assert.match(checkPattern("^(?:a+)+$") ?? "", /repeated group/);
+  });
+
   test("characters inside a class or escaped are not quantifiers", () => {
     assert.equal(checkPattern("^([+*?|])+$"), null);
     assert.equal(checkPattern("^(\\+)+$"), null);

@@ -375,6 +375,9 @@ export function checkPattern(pattern: string): string | null {
     if (c === "(") {
       if (/^\(\?<?[=!]/.test(pattern.slice(i, i + 4))) return "lookahead and lookbehind are not allowed";
       groups.push({ risky: false });
+      // Skip a group's "?:" or "?<name>" prefix: that "?" is syntax, not a quantifier.
+      const prefix = /^\(\?(?::|<[A-Za-z_][A-Za-z0-9_]*>)/.exec(pattern.slice(i, i + 72));
+      if (prefix !== null) i += prefix[0].length - 1;
       continue;
     }
     if (c === ")") {
