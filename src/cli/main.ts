@@ -17,6 +17,7 @@ registerNodeCommands(program);
 registerClientCommands(program);
 registerVerifyCommand(program);
 (await import("./commands/ca.ts")).registerCaCommands(program);
+(await import("./commands/vault.ts")).registerVaultCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -14,6 +14,7 @@
  * and admins of the operator department). Every authenticated call is written to the audit log
  * before it acts (who, action, pseudonym, when) and its outcome after; never key material or content.
  */
+import { closeSync, existsSync, openSync } from "node:fs";
 import swagger from "@fastify/swagger";
 import Database from "better-sqlite3";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
@@ -147,6 +148,8 @@ export class VaultAudit {
   private constructor(private readonly db: Database.Database) {}
 
   static open(path: string): VaultAudit {
+    // Owner-only like the key store: who read whose data is nobody else's business.
+    if (!existsSync(path)) closeSync(openSync(path, "wx", 0o600));
     const db = new Database(path);
     db.pragma("journal_mode = WAL");
     // An audit row is written before the action it records: it must be on disk when the action runs.
