@@ -8,87 +8,19 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import { toHex } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
 import type { Identity } from "../core/identity.ts";
-import { licenseIdRoot, parseLicenseId } from "../core/license/identifier.ts";
+import { validateHolderCode } from "../core/license/identifier.ts";
 import { decide, policyDenied } from "../core/license/policy.ts";
 import {
-  type LicenseEffectiveStatus,
   type LicenseHead,
-  type LicensePolicy,
   type LicenseType,
   type LicenseVersion,
   licenseKeys,
-  type SubjectRecord,
 } from "../core/license/records.ts";
-import { readRecord } from "../core/system-state.ts";
+import type { LicenseKeyNode } from "../license/key-node.ts";
+import { effectiveStatus, type LicenseReader, licenseReader } from "../license/reader.ts";
 import type { ChainNode } from "../node/node.ts";
 import * as s from "./license-schemas.ts";
 import { proofAnchor, provenEntry } from "./proofs.ts";
-
-export interface LicenseReader {
-  type(code: string): LicenseType;
-  policy(code: string): LicensePolicy;
-  head(licenseKey: string): LicenseHead;
-  version(id: string): LicenseVersion;
-  /** Resolves a full identifier or a license key to the version and its head. */
-  resolve(ref: string): { head: LicenseHead; version: LicenseVersion };
-  subject(pseudonym: string): SubjectRecord;
-}
-
-export function licenseReader(node: ChainNode): LicenseReader {
-  const state = node.ledger.state;
-  const read = <T>(key: string) => readRecord(state, key) as T | undefined;
-  const reader: LicenseReader = {
-    type(code) {
-      const type = read<LicenseType>(licenseKeys.type(code));
-      if (type === undefined) throw new CodedError("LICENSE_TYPE_UNKNOWN", `no license type ${code}`, "code");
-      return type;
-    },
-    policy(code) {
-      const policy = read<LicensePolicy>(licenseKeys.policy(code));
-      if (policy === undefined) throw new CodedError("STORAGE_CORRUPT", `license type ${code} has no policy`);
-      return policy;
-    },
-    head(licenseKey) {
-      const head = read<LicenseHead>(licenseKeys.head(licenseKey));
-      if (head === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${licenseKey}`, "id");
-      return head;
-    },
-    version(id) {
-      const version = read<LicenseVersion>(licenseKeys.version(id));
-      if (version === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${id}`, "id");
-      return version;
-    },
-    resolve(ref) {
-      if (ref.startsWith(`${licenseIdRoot}.`)) {
-        const parts = parseLicenseId(ref);
-        const version = reader.version(ref);
-        return { head: reader.head(`${parts.typeCode}.${parts.issuerCode}.${parts.serial}`), version };
-      }
-      if (!licenseKeyPattern.test(ref))
-        throw new CodedError("LICENSE_ID_MALFORMED", "not a license identifier or license key", "id");
-      const head = reader.head(ref);
-      return { head, version: reader.version(head.currentId) };
-    },
-    subject(pseudonym) {
-      const subject = read<SubjectRecord>(licenseKeys.subject(pseudonym));
-      if (subject === undefined)
-        throw new CodedError("SUBJECT_UNKNOWN", `no data subject ${pseudonym}`, "pseudonym");
-      return subject;
-    },
-  };
-  return reader;
-}
-
-const licenseKeyPattern = /^[0-9A-Z]{21}\.[0-9A-Z]{18}\.[0-9A-Z]{1,32}$/;
-
-export function effectiveStatus(
-  head: Pick<LicenseHead, "status">,
-  version: Pick<LicenseVersion, "validUntilMs">,
-  nowMs: number,
-): LicenseEffectiveStatus {
-  if (head.status !== "valid") return head.status;
-  return version.validUntilMs !== null && version.validUntilMs < nowMs ? "expired" : "valid";
-}
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -170,8 +102,13 @@ function caller(request: FastifyRequest): Identity {
   return request.identity!;
 }
 
-export function registerLicenseRoutes(app: FastifyInstance, node: ChainNode, now: () => number): void {
-  const reader = licenseReader(node);
+export function registerLicenseRoutes(
+  app: FastifyInstance,
+  node: ChainNode,
+  now: () => number,
+  keyNode: LicenseKeyNode | null,
+): void {
+  const reader = licenseReader(node.ledger.state);
   const store = node.ledger.store;
 
   app.get("/v1/license-types", { schema: s.listTypes }, async () => {
@@ -273,6 +210,40 @@ export function registerLicenseRoutes(app: FastifyInstance, node: ChainNode, now
       encryptionKey: Buffer.from(subject.encryptionKey).toString("base64"),
       signingKey: Buffer.from(subject.signingKey).toString("base64"),
       sinceHeight: subject.sinceHeight,
+    };
+  });
+
+  const requireKeyNode = (): LicenseKeyNode => {
+    if (keyNode === null) throw new CodedError("DECRYPT_UNAVAILABLE", "this node holds no license keys");
+    return keyNode;
+  };
+
+  app.post("/v1/licenses/:id/open", { schema: s.openLicense }, async (request) => {
+    const { id } = request.params as { id: string };
+    const body = (request.body ?? {}) as { fields?: string[] };
+    return requireKeyNode().open(caller(request), id, body.fields ?? null);
+  });
+
+  app.post("/v1/subjects/pseudonym", { schema: s.pseudonymOf }, async (request) => {
+    const who = caller(request);
+    if (!who.roles.some((r) => r === "officer" || r === "admin" || r === "auditor"))
+      throw new CodedError("FORBIDDEN", "computing pseudonyms needs the officer, admin or auditor role");
+    const body = request.body as { codeType: string; code: string };
+    validateHolderCode(body.codeType, body.code);
+    return { pseudonym: await requireKeyNode().pseudonym(body.codeType, body.code) };
+  });
+
+  app.post("/v1/subjects/:pseudonym/department-key", { schema: s.departmentKey }, async (request) => {
+    const { pseudonym } = request.params as { pseudonym: string };
+    const who = caller(request);
+    if (!who.roles.some((r) => r === "officer" || r === "admin"))
+      throw new CodedError("FORBIDDEN", "department keys are made for officers and admins");
+    const key = await requireKeyNode().departmentKey(who.dept, pseudonym);
+    return {
+      pseudonym,
+      dept: who.dept,
+      publicKey: Buffer.from(key.publicKey).toString("base64"),
+      published: key.published,
     };
   });
 

@@ -240,3 +240,69 @@ export const getTrail = {
 } as const;
 
 export const trailEntrySchema = trailEntry;
+
+export const openLicense = {
+  summary: "Read a license's personal content, on the key node of the caller's department",
+  description:
+    "Allowed by the type's policy (action decrypt, field by field) and, for a department other than the issuer, the holder's consent. Only the allowed fields are returned; every read is recorded on chain in the access trail.",
+  params: { type: "object", properties: { id: licenseRef }, required: ["id"] },
+  body: {
+    type: ["object", "null"],
+    properties: {
+      fields: { type: "array", items: { type: "string", maxLength: 64 }, maxItems: 66, uniqueItems: true },
+    },
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        id: { type: "string" },
+        holder: { type: "string" },
+        fields: { type: "object", additionalProperties: true },
+        policyRules: { type: "array", items: { type: "string" } },
+        basis: { type: "string", enum: ["issuer", "consent"] },
+        status: { type: "string" },
+      },
+    },
+    ...apiErrorResponses,
+    410: apiErrorResponses[404],
+  },
+} as const;
+
+export const pseudonymOf = {
+  summary: "The keyed pseudonym of a holder code (needs the consortium pseudonym key on this node)",
+  body: {
+    type: "object",
+    properties: {
+      codeType: { type: "string", pattern: "^[0-9]{3}$" },
+      code: { type: "string", minLength: 1, maxLength: 64 },
+    },
+    required: ["codeType", "code"],
+    additionalProperties: false,
+  },
+  response: {
+    200: { type: "object", properties: { pseudonym: { type: "string" } } },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const departmentKey = {
+  summary: "The caller's department's public key for a subject, made on this key node on first need",
+  description:
+    "Publish it with a license.subject.key transaction (or as deptKey in license.issue) before licenses or consents can be wrapped to it.",
+  params: { type: "object", properties: { pseudonym }, required: ["pseudonym"] },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        pseudonym: { type: "string" },
+        dept: { type: "string" },
+        publicKey: { type: "string" },
+        published: { type: "boolean" },
+      },
+    },
+    ...apiErrorResponses,
+    410: apiErrorResponses[404],
+  },
+} as const;

@@ -15,6 +15,7 @@ import { parseSignedRequest } from "../core/httpsig.ts";
 import { type Identity, resolveIdentity } from "../core/identity.ts";
 import { stateKeys } from "../core/system-state.ts";
 import { blockToJson, canonicalToJson } from "../core/views.ts";
+import type { LicenseKeyNode } from "../license/key-node.ts";
 import type { ChainNode, TxStatus } from "../node/node.ts";
 import { sendError, validatorCompiler } from "./http-common.ts";
 import { registerLicenseRoutes } from "./license-routes.ts";
@@ -30,6 +31,8 @@ export interface ApiOptions {
   readonly clockSkewMsMax: number;
   readonly tls?: { readonly certPem: string; readonly keyPem: string; readonly passphrase?: string };
   readonly logger: boolean;
+  /** The node's key node: license decryption, pseudonyms and department keys (absent in tools). */
+  readonly keyNode?: LicenseKeyNode;
 }
 
 export const defaultApiOptions: ApiOptions = {
@@ -113,7 +116,7 @@ export async function buildApi(node: ChainNode, now: () => number, options: ApiO
   );
 
   registerRoutes(app, node, options);
-  registerLicenseRoutes(app, node, now);
+  registerLicenseRoutes(app, node, now, options.keyNode ?? null);
   await app.ready();
   return app;
 }

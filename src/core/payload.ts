@@ -23,6 +23,14 @@ export function asMap(value: Canonical, field: string, allowedKeys: readonly str
   return map;
 }
 
+/** A map whose keys the caller checks itself (e.g. recipient labels). */
+export function asKeyedMap(value: Canonical, field: string): PayloadMap {
+  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) {
+    invalid(field, "must be a map");
+  }
+  return value as PayloadMap;
+}
+
 export function readString(map: PayloadMap, key: string, pattern: RegExp, lengthMax: number): string {
   const value = map[key];
   if (typeof value !== "string") invalid(key, "must be a string");

@@ -18,6 +18,8 @@ import { createCsr, createRootCa } from "../ca/authority.ts";
 import type { Role } from "../ca/identity.ts";
 import { generateP256KeyPair, writeEncryptedPrivateKey } from "../ca/keys.ts";
 import { openRegistry } from "../ca/registry.ts";
+import { keyNodeFiles, pseudonymKeyPurpose } from "../license/key-node.ts";
+import { writeSecretFile } from "../license/secret-file.ts";
 import { defaultP2pConfig, nodeFiles, writeNodeConfig } from "../node/config.ts";
 import type { GenesisFile } from "../node/genesis-file.ts";
 
@@ -145,6 +147,8 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
     const nodes: NetworkLayout["nodes"][number][] = [];
     const validators: GenesisFile["validators"] = [];
     const total = nodeCount + observerCount;
+    // One consortium pseudonym key, on every node (docs/licenses.md "Pseudonyms").
+    const pseudonymKey = crypto.randomBytes(32);
     for (let i = 0; i < total; i++) {
       const observer = i >= nodeCount;
       const dept = departments[i % departments.length]!.code;
@@ -160,12 +164,19 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
       fs.writeFileSync(path.join(nodeDir, nodeFiles.cert), certPem);
       writeEncryptedPrivateKey(path.join(nodeDir, nodeFiles.key), privateKey, passphrase);
       fs.writeFileSync(path.join(nodeDir, nodeFiles.caCert), ca.certPem);
+      fs.mkdirSync(path.join(nodeDir, "secrets"), { recursive: true, mode: 0o700 });
+      fs.mkdirSync(path.join(nodeDir, "keys"), { recursive: true, mode: 0o700 });
+      writeSecretFile(path.join(nodeDir, keyNodeFiles.pseudonymKey), pseudonymKey, passphrase, {
+        purpose: pseudonymKeyPurpose,
+      });
       const peers = Array.from({ length: total }, (_, j) => j)
         .filter((j) => j !== i)
         .map((j) => `127.0.0.1:${p2pPortBase + j}`);
       writeNodeConfig(nodeDir, {
         api: { host: "127.0.0.1", port: apiPortBase + i, tls: options.tls ?? true },
         blockIntervalMs: options.blockIntervalMs ?? 25,
+        // Each department's per-subject keys live on one validator: department j on node j mod N.
+        keyDepartments: observer ? [] : departments.filter((_, j) => j % nodeCount === i).map((d) => d.code),
         p2p: networked
           ? {
               ...defaultP2pConfig,

@@ -39,6 +39,11 @@ export interface NodeConfig {
   readonly mempoolTxsPerSenderMax: number;
   readonly apiBodyBytesMax: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
+  /**
+   * Departments whose per-subject keys this node holds (docs/licenses.md); null: the department of
+   * the node's own certificate.
+   */
+  readonly keyDepartments: readonly string[] | null;
 }
 
 export const defaultP2pConfig: P2pConfig = {
@@ -61,6 +66,7 @@ export const defaultNodeConfig: NodeConfig = {
   mempoolTxsPerSenderMax: 20_000,
   apiBodyBytesMax: 8 * 1024 * 1024,
   logLevel: "info",
+  keyDepartments: null,
 };
 
 export const nodeFiles = {
@@ -138,7 +144,24 @@ export function readNodeConfig(dir: string, env: NodeJS.ProcessEnv = process.env
       256 * 1024 * 1024,
     ),
     logLevel: logLevel as NodeConfig["logLevel"],
+    keyDepartments: readKeyDepartments(raw.keyDepartments),
   };
+}
+
+function readKeyDepartments(raw: unknown): readonly string[] | null {
+  if (raw === null || raw === undefined) return null;
+  if (
+    !Array.isArray(raw) ||
+    raw.length > 64 ||
+    raw.some((d) => typeof d !== "string" || !/^[a-z][a-z0-9-]{1,31}$/.test(d))
+  ) {
+    throw new CodedError(
+      "BAD_REQUEST",
+      "config: keyDepartments must be a list of department codes",
+      "keyDepartments",
+    );
+  }
+  return raw as string[];
 }
 
 function readP2p(raw: unknown, env: NodeJS.ProcessEnv): P2pConfig | null {

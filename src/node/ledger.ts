@@ -343,11 +343,11 @@ export class Ledger {
     this.state.applyCommitted(execution.writes);
     for (const tx of execution.included) this.decodedTxs.delete(txBytesKey(tx.bytes));
     this.latestBlock = block;
-    this.lastLicenseOps = licenseIndex;
+    for (const listener of this.licenseListeners) listener(licenseIndex, block.header.height);
   }
 
-  /** The license index rows of the last committed block (the node acts on forgotten subjects). */
-  lastLicenseOps: LicenseIndexOps | null = null;
+  /** Told each committed block's license rows, once durable (the key node acts on forgotten subjects). */
+  readonly licenseListeners: Array<(ops: LicenseIndexOps, height: number) => void> = [];
 }
 
 const validatorSetMetaKey = "validatorSet";

@@ -2,6 +2,7 @@
  * Starting and stopping a node from its data folder: the composition root that hands the core its
  * real ports (system clock, SQLite store, node:crypto, sockets).
  */
+import { createHash, X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -9,6 +10,7 @@ import { buildApi, defaultApiOptions } from "../api/server.ts";
 import { type PassphraseSource, readPrivateKey, resolvePassphrase } from "../ca/keys.ts";
 import { defaultMachineOptions } from "../core/consensus/machine.ts";
 import { CodedError } from "../core/errors.ts";
+import { keyNodeDefaults, LicenseKeyNode } from "../license/key-node.ts";
 import { ChainStore } from "../storage/chain-store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { nodeFiles, readNodeConfig } from "./config.ts";
@@ -69,9 +71,21 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       txsPerSenderMax: config.mempoolTxsPerSenderMax,
     },
   });
+  const certPem = fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8");
+  const cert = new X509Certificate(certPem);
+  const certDer = new Uint8Array(cert.raw);
+  const ownDept = nodeX509.parse(certDer).dept;
+  const keyNode = LicenseKeyNode.open(node, {
+    ...keyNodeDefaults,
+    dir,
+    passphrase,
+    departments: config.keyDepartments ?? [ownDept],
+    identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
+    now: () => clock.now(),
+  });
   const tls = config.api.tls
     ? {
-        certPem: fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8"),
+        certPem: certPem,
         keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
         passphrase,
       }
@@ -81,14 +95,16 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     bodyBytesMax: config.apiBodyBytesMax,
     logger: options.logger ?? false,
     ...(tls === undefined ? {} : { tls }),
+    keyNode,
   });
   node.start();
+  keyNode.start();
   let network: NetworkNode | null = null;
   if (config.p2p !== null) {
     const p2p = config.p2p;
     network = new NetworkNode(ledger, node, signer, clock, {
       tls: {
-        certPem: fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8"),
+        certPem: certPem,
         keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
         passphrase,
         caPems: [fs.readFileSync(path.join(dir, nodeFiles.caCert), "utf8")],
@@ -122,6 +138,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       await api.close();
       await network?.stop();
       await node.stop();
+      await keyNode.stop();
       ledger.store.close();
     },
   };

@@ -9,6 +9,7 @@ import { CodedError } from "../errors.ts";
 import type { TxCall, TxHandler } from "../execution.ts";
 import { hasRole } from "../identity.ts";
 import {
+  asKeyedMap,
   asMap,
   type PayloadMap,
   readArray,
@@ -180,7 +181,7 @@ function readSealed(p: PayloadMap): SealedContent {
 }
 
 function readWrappedKeys(p: PayloadMap): Map<string, WrappedKey> {
-  const raw = asMap(p.wrappedKeys ?? null, "wrappedKeys", []);
+  const raw = asKeyedMap(p.wrappedKeys ?? null, "wrappedKeys");
   const out = new Map<string, WrappedKey>();
   const labels = Object.keys(raw);
   if (labels.length > licenseLimits.wrappedKeysMax)

@@ -1,0 +1,383 @@
+/**
+ * Licenses in the SDK (docs/licenses.md): issue with personal content sealed on the client, grant
+ * and withdraw consent as the holder (own keys or the key vault), read personal content through the
+ * department's key node, and verify a license offline from a proof answer. Runs in Node and in
+ * browsers (WebCrypto); nothing personal leaves the client in plaintext except to the caller's own
+ * key node when reading.
+ */
+import type { Validator } from "../core/block.ts";
+import { type Canonical, decodeCanonical, fromBase64, toHex } from "../core/encoding.ts";
+import { formatLicenseId, licenseKeyOf, parseLicenseId } from "../core/license/identifier.ts";
+import type { JsonObject } from "../core/license/json.ts";
+import { canonicalJson } from "../core/license/json.ts";
+import {
+  type LicenseEffectiveStatus,
+  type LicenseHead,
+  type LicenseIssuer,
+  type LicenseVersion,
+  licenseKeys,
+  type SubjectRecord,
+  type WrappedKey,
+  wrappedKeyDigest,
+  wrappedKeyToCanonical,
+} from "../core/license/records.ts";
+import { compileLicenseSchema, splitContent, validateContent } from "../core/license/schema.ts";
+import { encodeSubjectStatement, type SubjectAction } from "../core/license/statement.ts";
+import type { CommitJson, HeaderJson } from "../core/views.ts";
+import type { CitychainClient, TxStatusJson } from "./client.ts";
+import { CitychainError } from "./errors.ts";
+import {
+  contentHash,
+  importEncryptionPrivateKey,
+  rewrap,
+  sealPersonal,
+  signSubjectStatement,
+} from "./sealing.ts";
+import {
+  type StateResponse,
+  type ValidatorJson,
+  VerificationError,
+  validatorsFromJson,
+  verifyStateResponse,
+} from "./verify.ts";
+
+/** Decoded record at a state key, verified against a committed header; undefined when absent. */
+async function verifiedRecord<T>(client: CitychainClient, key: string): Promise<T | undefined> {
+  const { value } = await client.state(key);
+  return value === null ? undefined : (decodeCanonical(value, 1024 * 1024) as unknown as T);
+}
+
+export interface LicenseTypeJson {
+  code: string;
+  name: string;
+  schema: JsonObject;
+  issuers: string[];
+  personalFields: string[];
+  validityDays: number | null;
+}
+
+export async function licenseType(client: CitychainClient, code: string): Promise<LicenseTypeJson> {
+  return (await client.request<LicenseTypeJson>("GET", `/v1/license-types/${code}`)).body;
+}
+
+/** The caller's department's key for a subject, published on chain if it is not yet. */
+export async function ensureDepartmentKey(client: CitychainClient, pseudonym: string): Promise<Uint8Array> {
+  const key = await departmentKey(client, pseudonym);
+  if (!key.published) await client.send("license.subject.key", { pseudonym, publicKey: key.publicKey });
+  return key.publicKey;
+}
+
+async function callerDept(client: CitychainClient): Promise<string> {
+  const status = (await client.status()) as { caller?: { dept?: string } };
+  const dept = status.caller?.dept;
+  if (dept === undefined)
+    throw new CitychainError("BAD_RESPONSE", "the node did not say who the caller is", 502);
+  return dept;
+}
+
+export interface IssueInput {
+  readonly typeCode: string;
+  /** The issuer's serial for this license (1–32 of 0-9A-Z), unique per type and issuer. */
+  readonly serial: string;
+  readonly holder: string;
+  readonly holderCodeType: string;
+  readonly holderName: string;
+  readonly holderCode: string;
+  /** The whole content; personal fields are sealed, the rest stored in clear. */
+  readonly content: JsonObject;
+  readonly validFromMs?: number;
+  readonly validUntilMs?: number;
+  readonly areaCode?: string;
+}
+
+export interface IssueResult {
+  readonly id: string;
+  readonly licenseKey: string;
+  readonly txId: string;
+  readonly contentHash: string;
+}
+
+/** Issues a license: validates the whole content, seals the personal part, submits and waits. */
+export async function issueLicense(client: CitychainClient, input: IssueInput): Promise<IssueResult> {
+  const type = await licenseType(client, input.typeCode);
+  validateContent(compileLicenseSchema(canonicalJson(type.schema)), input.content, "content");
+  const dept = await callerDept(client);
+  const issuer = await verifiedRecord<LicenseIssuer>(client, licenseKeys.issuer(dept));
+  if (issuer === undefined) throw new CitychainError("FORBIDDEN", `${dept} has no issuer code`, 403);
+  const id = formatLicenseId({
+    typeCode: type.code,
+    issuerCode: issuer.creditCode,
+    serial: input.serial,
+    version: 1,
+  });
+  const subject = await verifiedRecord<SubjectRecord>(client, licenseKeys.subject(input.holder));
+  if (subject === undefined)
+    throw new CitychainError("SUBJECT_UNKNOWN", `no data subject ${input.holder}`, 404);
+  const deptKey = await departmentKey(client, input.holder);
+  const split = splitContent(input.content, type.personalFields);
+  const sealed = await sealPersonal(
+    id,
+    { holderName: input.holderName, holderCode: input.holderCode, fields: split.personalFields },
+    [
+      { label: "holder", publicKey: subject.encryptionKey },
+      { label: dept, publicKey: deptKey.publicKey },
+    ],
+  );
+  const hash = await contentHash(sealed.personalWithSalt, split.publicContent);
+  const payload: { [key: string]: Canonical } = {
+    id,
+    holder: input.holder,
+    holderCodeType: input.holderCodeType,
+    publicContent: canonicalJson(split.publicContent),
+    sealed: { nonce: sealed.sealed.nonce, ciphertext: sealed.sealed.ciphertext },
+    contentHash: hash,
+    wrappedKeys: Object.fromEntries(
+      Object.entries(sealed.wrapped).map(([label, w]) => [label, wrappedKeyToCanonical(w)]),
+    ),
+    ...(deptKey.published ? {} : { deptKey: deptKey.publicKey }),
+    ...(input.validFromMs === undefined ? {} : { validFromMs: input.validFromMs }),
+    ...(input.validUntilMs === undefined ? {} : { validUntilMs: input.validUntilMs }),
+    ...(input.areaCode === undefined ? {} : { areaCode: input.areaCode }),
+  };
+  const status = await client.send("license.issue", payload);
+  return { id, licenseKey: licenseKeyOf(parseLicenseId(id)), txId: status.txId, contentHash: toHex(hash) };
+}
+
+async function departmentKey(client: CitychainClient, pseudonym: string) {
+  const key = (
+    await client.request<{ publicKey: string; published: boolean }>(
+      "POST",
+      `/v1/subjects/${pseudonym}/department-key`,
+    )
+  ).body;
+  return { publicKey: fromBase64(key.publicKey), published: key.published };
+}
+
+export async function setLicenseStatus(
+  client: CitychainClient,
+  action: "suspend" | "resume" | "revoke",
+  licenseKey: string,
+  reason?: string,
+): Promise<TxStatusJson> {
+  return client.send(`license.${action}`, { licenseKey, ...(reason === undefined ? {} : { reason }) });
+}
+
+// ---- the holder's side ----
+
+/** What holds a subject's private keys: the holder's own device, or the key vault. */
+export interface SubjectKeyHolder {
+  readonly pseudonym: string;
+  rewrap(
+    wrapped: WrappedKey,
+    licenseId: string,
+    toLabel: string,
+    toPublicKey: Uint8Array,
+  ): Promise<WrappedKey>;
+  sign(encodedStatement: Uint8Array): Promise<Uint8Array>;
+}
+
+/** Keys held by the holder (PKCS#8 bytes of the HPKE and the signing private keys). */
+export function localSubjectKeys(
+  pseudonym: string,
+  encryptionPkcs8: Uint8Array,
+  signingPkcs8: Uint8Array,
+): SubjectKeyHolder {
+  return {
+    pseudonym,
+    async rewrap(wrapped, licenseId, toLabel, toPublicKey) {
+      const key = await importEncryptionPrivateKey(encryptionPkcs8);
+      return rewrap(wrapped, "holder", key, toLabel, toPublicKey, licenseId);
+    },
+    sign: (encoded) => signSubjectStatement(signingPkcs8, encoded),
+  };
+}
+
+async function statementFor(
+  client: CitychainClient,
+  holder: SubjectKeyHolder,
+  action: SubjectAction,
+  licenseKey: string,
+  dept: string,
+  wrappedKeyHash: Uint8Array,
+  untilMs: number | null,
+) {
+  const subject = await verifiedRecord<SubjectRecord>(client, licenseKeys.subject(holder.pseudonym));
+  if (subject === undefined)
+    throw new CitychainError("SUBJECT_UNKNOWN", `no data subject ${holder.pseudonym}`, 404);
+  const statement = encodeSubjectStatement({
+    chainId: await client.chainId(),
+    pseudonym: holder.pseudonym,
+    seq: subject.nextSeq,
+    action,
+    licenseKey,
+    dept,
+    wrappedKeyHash,
+    untilMs,
+  });
+  return { statement, signature: await holder.sign(statement) };
+}
+
+/** The holder lets `dept` read one license: re-wraps its data key to the department's key for them. */
+export async function grantConsent(
+  client: CitychainClient,
+  holder: SubjectKeyHolder,
+  licenseKey: string,
+  dept: string,
+  untilMs: number | null = null,
+): Promise<TxStatusJson> {
+  const head = await verifiedRecord<LicenseHead>(client, licenseKeys.head(licenseKey));
+  if (head === undefined) throw new CitychainError("LICENSE_NOT_FOUND", `no license ${licenseKey}`, 404);
+  const mine = await verifiedRecord<WrappedKey>(client, licenseKeys.wrappedKey(head.currentId, "holder"));
+  if (mine === undefined)
+    throw new CitychainError("DECRYPT_UNAVAILABLE", "no holder key on this license", 409);
+  const deptKey = (await client.state(licenseKeys.deptSubjectKey(holder.pseudonym, dept))).value;
+  if (deptKey === null)
+    throw new CitychainError("CONSENT_REQUIRED", `${dept} has not published a key for this subject yet`, 409);
+  const wrapped = await holder.rewrap(mine, head.currentId, dept, deptKey);
+  const signed = await statementFor(
+    client,
+    holder,
+    "consent.grant",
+    licenseKey,
+    dept,
+    wrappedKeyDigest(wrapped),
+    untilMs,
+  );
+  return client.send("license.consent.grant", { ...signed, wrappedKey: wrappedKeyToCanonical(wrapped) });
+}
+
+export async function withdrawConsent(
+  client: CitychainClient,
+  holder: SubjectKeyHolder,
+  licenseKey: string,
+  dept: string,
+): Promise<TxStatusJson> {
+  const signed = await statementFor(
+    client,
+    holder,
+    "consent.withdraw",
+    licenseKey,
+    dept,
+    new Uint8Array(0),
+    null,
+  );
+  return client.send("license.consent.withdraw", signed);
+}
+
+/** The holder asks to be forgotten (the vault then destroys their keys; nodes destroy theirs). */
+export async function forgetSelf(client: CitychainClient, holder: SubjectKeyHolder): Promise<TxStatusJson> {
+  const signed = await statementFor(client, holder, "forget", "", "", new Uint8Array(0), null);
+  return client.send("license.subject.forget", signed);
+}
+
+// ---- reading and verifying ----
+
+export interface OpenedLicenseJson {
+  id: string;
+  holder: string;
+  fields: Record<string, unknown>;
+  policyRules: string[];
+  basis: "issuer" | "consent";
+  status: string;
+}
+
+/** Personal content through the caller's department key node; `fields` omitted = all it may see. */
+export async function openLicense(
+  client: CitychainClient,
+  ref: string,
+  fields?: readonly string[],
+): Promise<OpenedLicenseJson> {
+  const body = fields === undefined ? {} : { fields: [...fields] };
+  return (await client.request<OpenedLicenseJson>("POST", `/v1/licenses/${ref}/open`, body)).body;
+}
+
+export interface LicenseProofJson {
+  id: string;
+  licenseKey: string;
+  version: { key: string; value: string | null; proof: unknown };
+  head: { key: string; value: string | null; proof: unknown };
+  height: number;
+  header: HeaderJson;
+  commit: CommitJson | null;
+  validators: ValidatorJson[];
+}
+
+export interface VerifiedLicense {
+  readonly id: string;
+  readonly licenseKey: string;
+  readonly status: LicenseEffectiveStatus;
+  readonly issuerDept: string;
+  readonly issuerCode: string;
+  readonly typeCode: string;
+  readonly holder: string;
+  readonly contentHash: string;
+  readonly validUntilMs: number | null;
+  readonly publicContent: JsonObject;
+  readonly height: number;
+  readonly current: boolean;
+}
+
+/**
+ * Verifies a license proof answer without trusting the node that sent it: both records' proofs lead
+ * to the state root of a header signed by > 2/3 of `trusted` validators' power, and they are the
+ * records of this identifier. `nowMs` decides "expired".
+ */
+export async function verifyLicenseProof(
+  proof: LicenseProofJson,
+  trusted: readonly Validator[],
+  nowMs: number,
+): Promise<VerifiedLicense> {
+  const anchor = {
+    height: proof.height,
+    header: proof.header,
+    commit: proof.commit,
+    validators: proof.validators,
+  };
+  const versionBytes = await verifyStateResponse({ ...anchor, ...proof.version } as StateResponse, trusted);
+  const headBytes = await verifyStateResponse({ ...anchor, ...proof.head } as StateResponse, trusted);
+  if (
+    proof.version.key !== licenseKeys.version(proof.id) ||
+    proof.head.key !== licenseKeys.head(proof.licenseKey)
+  )
+    throw new VerificationError("the proof is for other keys than this license's");
+  if (versionBytes === null || headBytes === null)
+    throw new VerificationError(`license ${proof.id} is not on the ledger`);
+  const version = decodeCanonical(versionBytes, 1024 * 1024) as unknown as LicenseVersion;
+  const head = decodeCanonical(headBytes, 1024 * 1024) as unknown as LicenseHead;
+  if (version.id !== proof.id || version.licenseKey !== head.licenseKey)
+    throw new VerificationError("the records do not belong to this license");
+  const status: LicenseEffectiveStatus =
+    head.status !== "valid"
+      ? head.status
+      : version.validUntilMs !== null && version.validUntilMs < nowMs
+        ? "expired"
+        : "valid";
+  return {
+    id: version.id,
+    licenseKey: head.licenseKey,
+    status,
+    issuerDept: version.issuerDept,
+    issuerCode: version.issuerCode,
+    typeCode: version.typeCode,
+    holder: version.holder,
+    contentHash: toHex(version.contentHash),
+    validUntilMs: version.validUntilMs,
+    publicContent: JSON.parse(version.publicContent) as JsonObject,
+    height: proof.height,
+    current: head.currentId === version.id,
+  };
+}
+
+/** Fetches a license's proof from any node and verifies it (trusting `trusted`, or the answer's set). */
+export async function verifyLicense(
+  client: CitychainClient,
+  ref: string,
+  options: { trusted?: readonly Validator[]; nowMs?: number } = {},
+): Promise<VerifiedLicense> {
+  const proof = (await client.request<LicenseProofJson>("GET", `/v1/licenses/${ref}/proof`)).body;
+  return verifyLicenseProof(
+    proof,
+    options.trusted ?? validatorsFromJson(proof.validators),
+    options.nowMs ?? Date.now(),
+  );
+}

@@ -1,0 +1,351 @@
+/**
+ * The license registry end to end on one real node (in process, real TLS API, SQLite, key store):
+ * catalogue, policy, issuing with sealed personal content, field-level reads, consent grant and
+ * withdrawal, proofs, lifecycle, search, the access trail and forgetting a subject.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { formatLicenseId, usccCheckChar } from "../../src/core/license/identifier.ts";
+import { canonicalJson } from "../../src/core/license/json.ts";
+import type { CitychainClient } from "../../src/sdk/client.ts";
+import { CitychainError } from "../../src/sdk/errors.ts";
+import {
+  ensureDepartmentKey,
+  forgetSelf,
+  grantConsent,
+  issueLicense,
+  type LicenseProofJson,
+  localSubjectKeys,
+  openLicense,
+  type SubjectKeyHolder,
+  setLicenseStatus,
+  verifyLicense,
+  verifyLicenseProof,
+  withdrawConsent,
+} from "../../src/sdk/licenses.ts";
+import { generateEncryptionKeyPair, generateSigningKeyPair } from "../../src/sdk/sealing.ts";
+import { validatorsFromJson } from "../../src/sdk/verify.ts";
+import { auditDataDir } from "../../src/storage/audit.ts";
+import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
+
+const uscc = (body17: string) => body17 + usccCheckChar(body17);
+const policeCode = uscc("11330100MB0000001");
+const taxCode = uscc("11330100MB0000002");
+const typeCode = `${policeCode}001`;
+
+const residenceSchema = {
+  type: "object",
+  properties: {
+    number: { type: "string", minLength: 1, maxLength: 32 },
+    birthDate: { type: "string", format: "date" },
+    address: { type: "string", minLength: 1, maxLength: 200 },
+    district: { type: "string", minLength: 1, maxLength: 64 },
+  },
+  required: ["number", "birthDate", "address", "district"],
+  additionalProperties: false,
+};
+
+async function expectCode(promise: Promise<unknown>, code: string, field?: string): Promise<CitychainError> {
+  try {
+    await promise;
+  } catch (error) {
+    assert.ok(error instanceof CitychainError, `expected CitychainError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (field !== undefined) assert.equal(error.field, field, error.message);
+    return error;
+  }
+  assert.fail(`expected ${code}`);
+}
+
+describe("licenses on one node", () => {
+  let net: TestNetwork;
+  let police: CitychainClient;
+  let tax: CitychainClient;
+  let holder: SubjectKeyHolder;
+  let pseudonym: string;
+  let issued: { id: string; licenseKey: string };
+  const reads: Array<{ dept: string; id: string }> = [];
+
+  before(async () => {
+    net = await startTestNetwork();
+    const admin = await net.clientFor("infocenter.admin");
+    police = await net.clientFor("police.officer");
+    tax = await net.clientFor("tax.officer");
+    await admin.send("license.issuer.set", { dept: "police", creditCode: policeCode, areaCode: "330100" });
+    await admin.send("license.issuer.set", { dept: "tax", creditCode: taxCode, areaCode: "330100" });
+    const policeAdmin = await net.clientFor("police.admin");
+    await policeAdmin.send("license.type.register", {
+      code: typeCode,
+      name: "Residence certificate",
+      schema: canonicalJson(residenceSchema),
+      issuers: ["police"],
+      personalFields: ["birthDate", "address"],
+      validityDays: 3650,
+      rules: [
+        {
+          id: "police-issue",
+          effect: "allow",
+          dept: "$issuers",
+          roles: ["officer", "admin"],
+          actions: ["issue"],
+        },
+        {
+          id: "police-manage",
+          effect: "allow",
+          dept: "$issuer",
+          roles: ["officer", "admin"],
+          actions: ["amend", "suspend", "revoke", "query", "decrypt"],
+          fields: ["*"],
+        },
+        {
+          id: "tax-name-number",
+          effect: "allow",
+          dept: "tax",
+          roles: ["officer"],
+          actions: ["decrypt"],
+          fields: ["holderName", "holderCode"],
+        },
+        { id: "members-query", effect: "allow", dept: "*", roles: ["*"], actions: ["query"] },
+      ],
+    });
+    // A citizen with keys of their own.
+    const enc = await generateEncryptionKeyPair();
+    const sig = await generateSigningKeyPair();
+    pseudonym = (
+      await police.request<{ pseudonym: string }>("POST", "/v1/subjects/pseudonym", {
+        codeType: "111",
+        code: citizenId("99010119900307123"),
+      })
+    ).body.pseudonym;
+    await police.send("license.subject.register", {
+      pseudonym,
+      encryptionKey: enc.publicKey,
+      signingKey: sig.publicKeySpki,
+      custody: "self",
+    });
+    holder = localSubjectKeys(pseudonym, enc.privateKeyPkcs8, sig.privateKeyPkcs8);
+    issued = await issueLicense(police, {
+      typeCode,
+      serial: "20260000001",
+      holder: pseudonym,
+      holderCodeType: "111",
+      holderName: "Zhang San",
+      holderCode: citizenId("99010119900307123"),
+      content: { number: "R-0001", birthDate: "1990-03-07", address: "1 West Lake Road", district: "Xihu" },
+    });
+  });
+
+  after(() => net?.close());
+
+  test("the issued license is public in its directory fields only", async () => {
+    const view = (await tax.request<Record<string, unknown>>("GET", `/v1/licenses/${issued.id}`)).body;
+    assert.equal(view.status, "valid");
+    assert.equal(view.issuerDept, "police");
+    assert.equal(view.holder, pseudonym);
+    assert.deepEqual(view.content, { number: "R-0001", district: "Xihu" });
+    const text = JSON.stringify(view);
+    for (const secret of ["Zhang", "1990-03-07", "West Lake", "990101"])
+      assert.ok(!text.includes(secret), secret);
+  });
+
+  test("a department that may not issue the type is refused", async () => {
+    await expectCode(
+      issueLicense(tax, {
+        typeCode,
+        serial: "20260000002",
+        holder: pseudonym,
+        holderCodeType: "111",
+        holderName: "Zhang San",
+        holderCode: citizenId("99010119900307123"),
+        content: { number: "R-0002", birthDate: "1990-03-07", address: "x", district: "Xihu" },
+      }),
+      "POLICY_DENIED",
+    );
+  });
+
+  test("content that violates the schema is refused with the failing field", async () => {
+    const base = {
+      typeCode,
+      serial: "20260000003",
+      holder: pseudonym,
+      holderCodeType: "111",
+      holderName: "Zhang San",
+      holderCode: citizenId("99010119900307123"),
+    };
+    await assert.rejects(
+      issueLicense(police, {
+        ...base,
+        content: { number: "R-3", birthDate: "1990-02-30", address: "x", district: "d" },
+      }),
+      (e: { code?: string; field?: string }) =>
+        e.code === "LICENSE_CONTENT_INVALID" && e.field === "content.birthDate",
+    );
+    // The node checks the public part itself, whatever the client did.
+    const id = formatLicenseId({ typeCode, issuerCode: policeCode, serial: "20260000004", version: 1 });
+    await expectCode(
+      police.send("license.issue", {
+        id,
+        holder: pseudonym,
+        holderCodeType: "111",
+        publicContent: canonicalJson({ number: "R-4" }),
+        sealed: { nonce: new Uint8Array(12), ciphertext: new Uint8Array(32) },
+        contentHash: new Uint8Array(32),
+        wrappedKeys: {},
+      }),
+      "LICENSE_CONTENT_INVALID",
+    ).then((e) => assert.match(e.message, /^content\.district: is required/));
+    await expectCode(
+      police.send("license.issue", {
+        id,
+        holder: pseudonym,
+        holderCodeType: "111",
+        publicContent: canonicalJson({ number: "R-4", district: "Xihu", address: "in clear" }),
+        sealed: { nonce: new Uint8Array(12), ciphertext: new Uint8Array(32) },
+        contentHash: new Uint8Array(32),
+        wrappedKeys: {},
+      }),
+      "LICENSE_CONTENT_INVALID",
+    ).then((e) => assert.match(e.message, /^content\.address is personal/));
+  });
+
+  test("a malformed identifier is refused naming the wrong part", async () => {
+    const wrongCheck = `${issued.id.slice(0, -1)}${issued.id.endsWith("0") ? "1" : "0"}`;
+    await expectCode(
+      police.request("GET", `/v1/licenses/${wrongCheck}`),
+      "LICENSE_ID_MALFORMED",
+      "checkChar",
+    );
+  });
+
+  test("the issuer reads every field; tax without consent reads nothing", async () => {
+    const mine = await openLicense(police, issued.id);
+    reads.push({ dept: "police", id: issued.id });
+    assert.deepEqual(mine.fields, {
+      holderName: "Zhang San",
+      holderCode: citizenId("99010119900307123"),
+      birthDate: "1990-03-07",
+      address: "1 West Lake Road",
+    });
+    assert.equal(mine.basis, "issuer");
+    await expectCode(openLicense(tax, issued.id), "CONSENT_REQUIRED");
+  });
+
+  test("with consent, a field-level policy shows tax the name and number only", async () => {
+    await ensureDepartmentKey(tax, pseudonym);
+    await grantConsent(tax, holder, issued.licenseKey, "tax");
+    const seen = await openLicense(tax, issued.id);
+    reads.push({ dept: "tax", id: issued.id });
+    assert.deepEqual(Object.keys(seen.fields).sort(), ["holderCode", "holderName"]);
+    assert.equal(seen.basis, "consent");
+    assert.deepEqual(seen.policyRules, ["tax-name-number"]);
+    const denied = await expectCode(openLicense(tax, issued.id, ["address"]), "POLICY_DENIED", "address");
+    assert.match(denied.message, /default-deny/);
+  });
+
+  test("withdrawing consent stops new reads by that department", async () => {
+    await withdrawConsent(tax, holder, issued.licenseKey, "tax");
+    await expectCode(openLicense(tax, issued.id), "CONSENT_REQUIRED");
+    // The issuer is unaffected.
+    await openLicense(police, issued.id, ["holderName"]);
+    reads.push({ dept: "police", id: issued.id });
+  });
+
+  test("a replayed consent statement is refused", async () => {
+    // A statement signed for sequence 0 was used by the grant; the subject is now at 2.
+    const subject = (await tax.request<{ nextSeq: number }>("GET", `/v1/subjects/${pseudonym}`)).body;
+    assert.equal(subject.nextSeq, 2);
+  });
+
+  test("a proof verifies offline and a tampered one does not", async () => {
+    const verified = await verifyLicense(tax, issued.id, { nowMs: Date.now() });
+    assert.equal(verified.status, "valid");
+    assert.equal(verified.issuerDept, "police");
+    const proof = (await tax.request<LicenseProofJson>("GET", `/v1/licenses/${issued.id}/proof`)).body;
+    const trusted = validatorsFromJson(proof.validators);
+    await verifyLicenseProof(proof, trusted, Date.now());
+    const tampered = structuredClone(proof);
+    const bytes = Buffer.from(tampered.head.value!, "base64");
+    bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 1;
+    tampered.head.value = bytes.toString("base64");
+    await assert.rejects(verifyLicenseProof(tampered, trusted, Date.now()), /proof/);
+    const otherHeader = structuredClone(proof);
+    otherHeader.commit = null;
+    await assert.rejects(verifyLicenseProof(otherHeader, trusted, Date.now()), /commit/);
+  });
+
+  test("suspend, resume and revoke are the issuer's, and verifiers see the status", async () => {
+    await expectCode(setLicenseStatus(tax, "suspend", issued.licenseKey, "test"), "POLICY_DENIED");
+    await setLicenseStatus(police, "suspend", issued.licenseKey, "under review");
+    assert.equal((await verifyLicense(tax, issued.licenseKey)).status, "suspended");
+    await setLicenseStatus(police, "resume", issued.licenseKey);
+    await setLicenseStatus(police, "revoke", issued.licenseKey, "replaced");
+    assert.equal((await verifyLicense(tax, issued.licenseKey)).status, "revoked");
+    await expectCode(setLicenseStatus(police, "resume", issued.licenseKey), "LICENSE_STATE");
+    const history = (
+      await tax.request<{ events: Array<{ event: string }> }>(
+        "GET",
+        `/v1/licenses/${issued.licenseKey}/history`,
+      )
+    ).body;
+    assert.deepEqual(
+      history.events.map((e) => e.event),
+      ["issue", "consent.grant", "consent.withdraw", "suspend", "resume", "revoke"],
+    );
+  });
+
+  test("search by holder and status runs on the index", async () => {
+    const byHolder = (
+      await tax.request<{ items: Array<{ id: string; status: string }> }>(
+        "GET",
+        `/v1/licenses?holder=${pseudonym}`,
+      )
+    ).body;
+    assert.deepEqual(
+      byHolder.items.map((i) => i.id),
+      [issued.id],
+    );
+    const revoked = (
+      await tax.request<{ items: unknown[] }>("GET", `/v1/licenses?status=revoked&type=${typeCode}`)
+    ).body;
+    assert.equal(revoked.items.length, 1);
+    const valid = (
+      await tax.request<{ items: unknown[] }>("GET", `/v1/licenses?status=valid&type=${typeCode}`)
+    ).body;
+    assert.equal(valid.items.length, 0);
+  });
+
+  test("the access trail lists every read made, for the auditor", async () => {
+    const auditor = await net.clientFor("infocenter.auditor");
+    let items: Array<{ licenseId: string; readerDept: string; fields: string[] }> = [];
+    for (let i = 0; i < 100 && items.length < reads.length; i++) {
+      items = (await auditor.request<{ items: typeof items }>("GET", "/v1/access-trail")).body.items;
+      if (items.length < reads.length) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual(
+      items.map((i) => ({ dept: i.readerDept, id: i.licenseId })),
+      reads,
+    );
+    const taxAuditor = await net.clientFor("tax.auditor");
+    const own = (await taxAuditor.request<{ items: typeof items }>("GET", "/v1/access-trail")).body.items;
+    assert.deepEqual(
+      own.map((i) => i.readerDept),
+      ["tax"],
+    );
+    await expectCode(taxAuditor.request("GET", "/v1/access-trail?dept=police"), "FORBIDDEN", "dept");
+  });
+
+  test("a forgotten subject's content cannot be decrypted, and the ledger still verifies", async () => {
+    await forgetSelf(tax, holder);
+    await expectCode(openLicense(police, issued.id), "SUBJECT_FORGOTTEN");
+    await expectCode(ensureDepartmentKey(police, pseudonym), "SUBJECT_FORGOTTEN");
+    const report = auditDataDir(net.layout.nodes[0]!.dir);
+    assert.equal(report.ok, true, JSON.stringify(report));
+  });
+});
+
+/** A syntactically valid (synthetic) 18-character citizen ID: 17 digits and the MOD 11-2 check. */
+function citizenId(body17: string): string {
+  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+  const sum = [...body17].reduce((s, c, i) => s + Number(c) * weights[i]!, 0);
+  return body17 + "10X98765432"[sum % 11];
+}
