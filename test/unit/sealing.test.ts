@@ -237,18 +237,20 @@ describe("subject statements", () => {
 });
 
 describe("browser", () => {
-  test("sealing.ts bundles for the browser without Node builtins", async () => {
-    const { build } = await import("esbuild");
-    const result = await build({
-      entryPoints: [new URL("../../src/sdk/sealing.ts", import.meta.url).pathname],
-      bundle: true,
-      platform: "browser",
-      format: "esm",
-      write: false,
-      logLevel: "silent",
-      target: "es2022",
+  for (const file of ["sealing.ts", "vault-client.ts"]) {
+    test(`${file} bundles for the browser without Node builtins`, async () => {
+      const { build } = await import("esbuild");
+      const result = await build({
+        entryPoints: [new URL(`../../src/sdk/${file}`, import.meta.url).pathname],
+        bundle: true,
+        platform: "browser",
+        format: "esm",
+        write: false,
+        logLevel: "silent",
+        target: "es2022",
+      });
+      assert.equal(result.errors.length, 0);
+      assert.doesNotMatch(result.outputFiles[0]!.text, /require\(["']node:|from ["']node:/);
     });
-    assert.equal(result.errors.length, 0);
-    assert.doesNotMatch(result.outputFiles[0]!.text, /require\(["']node:|from ["']node:/);
-  });
+  }
 });
