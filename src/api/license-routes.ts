@@ -16,8 +16,16 @@ import {
   type LicenseVersion,
   licenseKeys,
 } from "../core/license/records.ts";
+import { subjectReadHeader, subjectReadSigningBytes } from "../core/license/statement.ts";
+import { readDepartment } from "../core/system-state.ts";
 import type { LicenseKeyNode } from "../license/key-node.ts";
 import { effectiveStatus, type LicenseReader, licenseReader } from "../license/reader.ts";
+import {
+  buildLicenseCredential,
+  buildStatusListCredential,
+  departmentIssuerId,
+  type StatusPurpose,
+} from "../license/vc.ts";
 import type { ChainNode } from "../node/node.ts";
 import * as s from "./license-schemas.ts";
 import { proofAnchor, provenEntry } from "./proofs.ts";
@@ -97,6 +105,17 @@ function queryableTypes(node: ChainNode, reader: LicenseReader, caller: Identity
 }
 
 const typesMax = 10_000;
+const statusListsCachedMax = 256;
+const subjectReadSkewMs = 300_000;
+
+/** Where this node is reached, as the caller reached it (for links in exported documents). */
+function baseUrlOf(request: FastifyRequest): string {
+  const host =
+    typeof request.headers.host === "string" && /^[A-Za-z0-9.:[\]-]{1,255}$/.test(request.headers.host)
+      ? request.headers.host
+      : "localhost";
+  return `${request.protocol}://${host}`;
+}
 
 function caller(request: FastifyRequest): Identity {
   return request.identity!;
@@ -246,6 +265,111 @@ export function registerLicenseRoutes(
       published: key.published,
     };
   });
+
+  app.get("/v1/licenses/:id/vc", { schema: s.getCredential }, async (request) => {
+    const { id } = request.params as { id: string };
+    const { head, version } = reader.resolve(id);
+    const type = reader.type(head.typeCode);
+    requireQuery(reader, caller(request), type, head.issuerDept);
+    return buildLicenseCredential({
+      version,
+      head,
+      type,
+      issuerName: readDepartment(node.ledger.state, version.issuerDept)?.name ?? version.issuerDept,
+      chainId: node.ledger.params().chainId,
+      baseUrl: baseUrlOf(request),
+    });
+  });
+
+  // Status lists are cached per type, purpose and height: a list is rebuilt at most once a block.
+  const statusLists = new Map<string, { height: number; credential: unknown }>();
+  app.get("/v1/status-lists/:type/:purpose", { schema: s.getStatusList }, async (request) => {
+    const { type: code, purpose } = request.params as { type: string; purpose: StatusPurpose };
+    const type = reader.type(code);
+    const height = node.ledger.height();
+    const cacheKey = `${code}/${purpose}/${baseUrlOf(request)}`;
+    const cached = statusLists.get(cacheKey);
+    if (cached !== undefined && cached.height === height) return cached.credential;
+    const setWhen = purpose === "revocation" ? "revoked" : "suspended";
+    const credential = buildStatusListCredential({
+      typeCode: code,
+      purpose,
+      baseUrl: baseUrlOf(request),
+      entries: store.licenseIndex
+        .statusEntries(code)
+        .map((e) => ({ index: e.index, set: e.status === setWhen })),
+      validFromMs: node.ledger.latest().header.timeMs,
+      issuer: {
+        id: departmentIssuerId(type.definedBy),
+        name: readDepartment(node.ledger.state, type.definedBy)?.name ?? type.definedBy,
+      },
+    });
+    if (statusLists.size >= statusListsCachedMax)
+      statusLists.delete(statusLists.keys().next().value as string);
+    statusLists.set(cacheKey, { height, credential });
+    return credential;
+  });
+
+  // ---- the holder's own view, authorised by the holder's signing key (X-Citychain-Subject) ----
+
+  app.get("/v1/subjects/:pseudonym/licenses", { schema: s.subjectLicenses }, async (request) => {
+    const { pseudonym } = request.params as { pseudonym: string };
+    await requireSubject(request, pseudonym);
+    const q = request.query as { cursor?: string; limit?: number };
+    const nowMs = now();
+    const page = store.licenseIndex.search({
+      holder: pseudonym,
+      nowMs,
+      limit: q.limit ?? 50,
+      ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
+    });
+    const items = page.items.map((row) => {
+      const head = reader.head(row.licenseKey);
+      return licenseToJson(reader.type(row.typeCode), head, reader.version(head.currentId), nowMs);
+    });
+    return { items, nextCursor: page.nextCursor };
+  });
+
+  app.get("/v1/subjects/:pseudonym/access-trail", { schema: s.subjectTrail }, async (request) => {
+    const { pseudonym } = request.params as { pseudonym: string };
+    await requireSubject(request, pseudonym);
+    const q = request.query as { cursor?: string; limit?: number };
+    const page = store.licenseIndex.trail({
+      holder: pseudonym,
+      limit: q.limit ?? 100,
+      ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
+    });
+    return { items: page.items.map(trailToJson), nextCursor: page.nextCursor };
+  });
+
+  async function requireSubject(request: FastifyRequest, pseudonym: string): Promise<void> {
+    const header = request.headers[subjectReadHeader];
+    const match = typeof header === "string" ? /^([0-9]{1,15}):([A-Za-z0-9+/]{86}==)$/.exec(header) : null;
+    if (match === null)
+      throw new CodedError(
+        "AUTH_MISSING",
+        `the holder's own records need an ${subjectReadHeader} header`,
+        subjectReadHeader,
+      );
+    const createdMs = Number(match[1]);
+    if (Math.abs(now() - createdMs) > subjectReadSkewMs)
+      throw new CodedError(
+        "AUTH_CLOCK_SKEW",
+        "the holder's proof is too old or from the future",
+        subjectReadHeader,
+      );
+    const subject = reader.subject(pseudonym);
+    const message = subjectReadSigningBytes(
+      node.ledger.params().chainId,
+      pseudonym,
+      request.method,
+      request.url,
+      createdMs,
+    );
+    const signature = Buffer.from(match[2]!, "base64");
+    if (!(await node.ledger.verifier.verifyAsync(subject.signingKey, message, signature)))
+      throw new CodedError("AUTH_BAD_SIGNATURE", "the holder's proof does not verify", subjectReadHeader);
+  }
 
   app.get("/v1/access-trail", { schema: s.getTrail }, async (request) => {
     const q = request.query as { dept?: string; from?: string; to?: string; cursor?: string; limit?: number };

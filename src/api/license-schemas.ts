@@ -292,6 +292,7 @@ export const departmentKey = {
   description:
     "Publish it with a license.subject.key transaction (or as deptKey in license.issue) before licenses or consents can be wrapped to it.",
   params: { type: "object", properties: { pseudonym }, required: ["pseudonym"] },
+  body: { type: "object", properties: {}, additionalProperties: false },
   response: {
     200: {
       type: "object",
@@ -304,5 +305,53 @@ export const departmentKey = {
     },
     ...apiErrorResponses,
     410: apiErrorResponses[404],
+  },
+} as const;
+
+export const getCredential = {
+  summary: "A license version exported as a W3C Verifiable Credential 2.0 (public data only)",
+  params: { type: "object", properties: { id: licenseRef }, required: ["id"] },
+  response: { 200: { type: "object", additionalProperties: true }, ...apiErrorResponses },
+} as const;
+
+export const getStatusList = {
+  summary: "A license type's W3C Bitstring Status List credential (revocation or suspension)",
+  params: {
+    type: "object",
+    properties: { type: typeCode, purpose: { type: "string", enum: ["revocation", "suspension"] } },
+    required: ["type", "purpose"],
+  },
+  response: { 200: { type: "object", additionalProperties: true }, ...apiErrorResponses },
+} as const;
+
+const holderPage = {
+  type: "object",
+  properties: { cursor, limit: { type: "integer", minimum: 1, maximum: 500 } },
+  additionalProperties: false,
+} as const;
+
+export const subjectLicenses = {
+  summary: "The holder's own licenses (authorised by the holder's X-Citychain-Subject proof)",
+  params: { type: "object", properties: { pseudonym }, required: ["pseudonym"] },
+  querystring: holderPage,
+  response: {
+    200: {
+      type: "object",
+      properties: { items: { type: "array", items: license }, nextCursor: { type: ["string", "null"] } },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
+export const subjectTrail = {
+  summary: "Who read the holder's personal content (authorised by the holder's X-Citychain-Subject proof)",
+  params: { type: "object", properties: { pseudonym }, required: ["pseudonym"] },
+  querystring: holderPage,
+  response: {
+    200: {
+      type: "object",
+      properties: { items: { type: "array", items: trailEntry }, nextCursor: { type: ["string", "null"] } },
+    },
+    ...apiErrorResponses,
   },
 } as const;

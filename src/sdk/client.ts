@@ -69,6 +69,7 @@ export class CitychainClient {
     method: "GET" | "POST",
     path: string,
     body?: unknown,
+    extraHeaders: Record<string, string> = {},
   ): Promise<{ status: number; body: T }> {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
     const { identity } = this.options;
@@ -82,6 +83,7 @@ export class CitychainClient {
       nowMs: this.now(),
     });
     if (bytes !== undefined) headers["content-type"] = "application/json";
+    Object.assign(headers, extraHeaders);
     const response = await this.fetchFn(this.options.url + path, {
       method,
       headers,

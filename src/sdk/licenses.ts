@@ -6,7 +6,7 @@
  * key node when reading.
  */
 import type { Validator } from "../core/block.ts";
-import { type Canonical, decodeCanonical, fromBase64, toHex } from "../core/encoding.ts";
+import { type Canonical, decodeCanonical, fromBase64, toBase64, toHex } from "../core/encoding.ts";
 import { formatLicenseId, licenseKeyOf, parseLicenseId } from "../core/license/identifier.ts";
 import type { JsonObject } from "../core/license/json.ts";
 import { canonicalJson } from "../core/license/json.ts";
@@ -22,13 +22,20 @@ import {
   wrappedKeyToCanonical,
 } from "../core/license/records.ts";
 import { compileLicenseSchema, splitContent, validateContent } from "../core/license/schema.ts";
-import { encodeSubjectStatement, type SubjectAction } from "../core/license/statement.ts";
+import {
+  encodeSubjectStatement,
+  type SubjectAction,
+  subjectReadHeader,
+  subjectReadSigningBytes,
+} from "../core/license/statement.ts";
+import { normalizeP256Signature } from "../core/signature.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import type { CitychainClient, TxStatusJson } from "./client.ts";
 import { CitychainError } from "./errors.ts";
 import {
   contentHash,
   importEncryptionPrivateKey,
+  importSigningPrivateKey,
   rewrap,
   sealPersonal,
   signSubjectStatement,
@@ -148,6 +155,7 @@ async function departmentKey(client: CitychainClient, pseudonym: string) {
     await client.request<{ publicKey: string; published: boolean }>(
       "POST",
       `/v1/subjects/${pseudonym}/department-key`,
+      {},
     )
   ).body;
   return { publicKey: fromBase64(key.publicKey), published: key.published };
@@ -174,6 +182,8 @@ export interface SubjectKeyHolder {
     toPublicKey: Uint8Array,
   ): Promise<WrappedKey>;
   sign(encodedStatement: Uint8Array): Promise<Uint8Array>;
+  /** Signs a read proof (subjectReadSigningBytes) for the holder's own records. */
+  signRead(message: Uint8Array): Promise<Uint8Array>;
 }
 
 /** Keys held by the holder (PKCS#8 bytes of the HPKE and the signing private keys). */
@@ -189,6 +199,15 @@ export function localSubjectKeys(
       return rewrap(wrapped, "holder", key, toLabel, toPublicKey, licenseId);
     },
     sign: (encoded) => signSubjectStatement(signingPkcs8, encoded),
+    async signRead(message) {
+      const key = await importSigningPrivateKey(signingPkcs8);
+      const raw = await globalThis.crypto.subtle.sign(
+        { name: "ECDSA", hash: "SHA-256" },
+        key,
+        message as Uint8Array<ArrayBuffer>,
+      );
+      return normalizeP256Signature(new Uint8Array(raw));
+    },
   };
 }
 
@@ -268,6 +287,39 @@ export async function withdrawConsent(
 export async function forgetSelf(client: CitychainClient, holder: SubjectKeyHolder): Promise<TxStatusJson> {
   const signed = await statementFor(client, holder, "forget", "", "", new Uint8Array(0), null);
   return client.send("license.subject.forget", signed);
+}
+
+// ---- the holder's own records ----
+
+async function asHolder<T>(client: CitychainClient, holder: SubjectKeyHolder, path: string): Promise<T> {
+  const createdMs = Date.now();
+  const message = subjectReadSigningBytes(await client.chainId(), holder.pseudonym, "GET", path, createdMs);
+  const signature = await holder.signRead(message);
+  const header = `${createdMs}:${toBase64(signature)}`;
+  return (await client.request<T>("GET", path, undefined, { [subjectReadHeader]: header })).body;
+}
+
+/** The holder's own licenses, whatever their type (through any node). */
+export async function myLicenses(
+  client: CitychainClient,
+  holder: SubjectKeyHolder,
+  cursor?: string,
+): Promise<{ items: Array<Record<string, unknown>>; nextCursor: string | null }> {
+  const query = cursor === undefined ? "" : `?cursor=${encodeURIComponent(cursor)}`;
+  return asHolder(client, holder, `/v1/subjects/${holder.pseudonym}/licenses${query}`);
+}
+
+/** Who read the holder's personal content, when, under which rule. */
+export async function whoReadMyData(
+  client: CitychainClient,
+  holder: SubjectKeyHolder,
+  cursor?: string,
+): Promise<{
+  items: Array<{ licenseId: string; readerDept: string; readerId: string; readAt: string; fields: string[] }>;
+  nextCursor: string | null;
+}> {
+  const query = cursor === undefined ? "" : `?cursor=${encodeURIComponent(cursor)}`;
+  return asHolder(client, holder, `/v1/subjects/${holder.pseudonym}/access-trail${query}`);
 }
 
 // ---- reading and verifying ----

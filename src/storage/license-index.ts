@@ -214,6 +214,16 @@ export class LicenseIndex {
     }));
   }
 
+  /** Every license of a type with its status-list index and stored status (for status lists). */
+  statusEntries(typeCode: string): Array<{ index: number; status: string }> {
+    return (
+      this.db
+        .prepare("SELECT status_index AS i, status AS s FROM licenses WHERE type_code = ?")
+        .raw()
+        .all(typeCode) as Array<[number, string]>
+    ).map(([index, status]) => ({ index, status }));
+  }
+
   trail(q: TrailSearch): Page<TrailRow & { seq: number }> {
     const where: string[] = [];
     const args: Record<string, string | number> = { limit: Math.min(q.limit, licensePageSizeMax) + 1 };

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { formatLicenseId, usccCheckChar } from "../../src/core/license/identifier.ts";
 import { canonicalJson } from "../../src/core/license/json.ts";
+import { readStatusBit } from "../../src/license/vc.ts";
 import type { CitychainClient } from "../../src/sdk/client.ts";
 import { CitychainError } from "../../src/sdk/errors.ts";
 import {
@@ -16,11 +17,13 @@ import {
   issueLicense,
   type LicenseProofJson,
   localSubjectKeys,
+  myLicenses,
   openLicense,
   type SubjectKeyHolder,
   setLicenseStatus,
   verifyLicense,
   verifyLicenseProof,
+  whoReadMyData,
   withdrawConsent,
 } from "../../src/sdk/licenses.ts";
 import { generateEncryptionKeyPair, generateSigningKeyPair } from "../../src/sdk/sealing.ts";
@@ -332,6 +335,52 @@ describe("licenses on one node", () => {
       ["tax"],
     );
     await expectCode(taxAuditor.request("GET", "/v1/access-trail?dept=police"), "FORBIDDEN", "dept");
+  });
+
+  test("the holder lists their own licenses and who read their data, with their own key only", async () => {
+    const mine = await myLicenses(tax, holder);
+    assert.deepEqual(
+      mine.items.map((i) => i.id),
+      [issued.id],
+    );
+    const trail = await whoReadMyData(police, holder);
+    assert.deepEqual(
+      trail.items.map((i) => ({ dept: i.readerDept, id: i.licenseId })),
+      reads,
+    );
+    await expectCode(tax.request("GET", `/v1/subjects/${pseudonym}/licenses`), "AUTH_MISSING");
+    const stranger = localSubjectKeys(
+      pseudonym,
+      (await generateEncryptionKeyPair()).privateKeyPkcs8,
+      (await generateSigningKeyPair()).privateKeyPkcs8,
+    );
+    await expectCode(myLicenses(tax, stranger), "AUTH_BAD_SIGNATURE");
+  });
+
+  test("a license exports as a Verifiable Credential whose status list shows the revocation", async () => {
+    const vc = (await tax.request<Record<string, unknown>>("GET", `/v1/licenses/${issued.id}/vc`)).body;
+    assert.deepEqual(vc.type, ["VerifiableCredential", "ElectronicLicense"]);
+    assert.ok(!JSON.stringify(vc).includes("West Lake"));
+    const status = (
+      vc.credentialStatus as Array<{
+        statusPurpose: string;
+        statusListIndex: string;
+        statusListCredential: string;
+      }>
+    ).find((s) => s.statusPurpose === "revocation")!;
+    const listPath = new URL(status.statusListCredential).pathname;
+    const list = (await tax.request<{ credentialSubject: { encodedList: string } }>("GET", listPath)).body;
+    assert.equal(readStatusBit(list.credentialSubject.encodedList, Number(status.statusListIndex)), true);
+    const suspension = (
+      await tax.request<{ credentialSubject: { encodedList: string } }>(
+        "GET",
+        listPath.replace("revocation", "suspension"),
+      )
+    ).body;
+    assert.equal(
+      readStatusBit(suspension.credentialSubject.encodedList, Number(status.statusListIndex)),
+      false,
+    );
   });
 
   test("a forgotten subject's content cannot be decrypted, and the ledger still verifies", async () => {

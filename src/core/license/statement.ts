@@ -90,3 +90,27 @@ export function decodeSubjectStatement(bytes: Uint8Array): SubjectStatement {
     untilMs: untilMs as number | null,
   };
 }
+
+/**
+ * A holder's proof for reading their own records (their licenses, who read their data): a signature
+ * by the subject's signing key over the chain, the pseudonym, the request line and a time, so it is
+ * good for that one request for a few minutes and nowhere else. Reads change nothing, so a replay
+ * inside the window only repeats the same answer to whoever already holds it.
+ */
+export const subjectReadTag = utf8("citychain/subject-read/v1\u0000");
+export const subjectReadHeader = "x-citychain-subject";
+
+export function subjectReadSigningBytes(
+  chainId: string,
+  pseudonym: string,
+  method: string,
+  pathWithQuery: string,
+  createdMs: number,
+): Uint8Array {
+  const text = `${chainId}\u0000${pseudonym}\u0000${method.toUpperCase()} ${pathWithQuery}\u0000${createdMs}`;
+  const body = utf8(text);
+  const out = new Uint8Array(subjectReadTag.length + body.length);
+  out.set(subjectReadTag, 0);
+  out.set(body, subjectReadTag.length);
+  return out;
+}
