@@ -19,7 +19,8 @@ import Database from "better-sqlite3";
 import { bytesEqual } from "../core/encoding.ts";
 import { assert, CodedError } from "../core/errors.ts";
 import type { WrappedKey } from "../core/license/records.ts";
-import { decodeSubjectStatement } from "../core/license/statement.ts";
+import { decodeSubjectStatement, parseSubjectReadBytes } from "../core/license/statement.ts";
+import { normalizeP256Signature } from "../core/signature.ts";
 import {
   type EncryptionPrivateKey,
   generateEncryptionKeyPair,
@@ -399,6 +400,26 @@ export class KeyStore {
     }
     const key = (await this.privateKey(holderOwner, pseudonym, "signing")) as CryptoKey;
     return signSubjectStatement(key, encodedStatement);
+  }
+
+  /**
+   * Signs a holder's read proof (parseSubjectReadBytes) with the holder's signing key. Like
+   * statements, the bytes must parse as a read proof of this pseudonym: the signing key signs
+   * nothing else, whatever the caller checked.
+   */
+  async signSubjectRead(pseudonym: string, message: Uint8Array): Promise<Uint8Array> {
+    checkPseudonym(pseudonym);
+    const proof = parseSubjectReadBytes(message);
+    if (proof.pseudonym !== pseudonym) {
+      throw new CodedError("FORBIDDEN", "the read proof names another subject", "message");
+    }
+    const key = (await this.privateKey(holderOwner, pseudonym, "signing")) as CryptoKey;
+    const raw = await globalThis.crypto.subtle.sign(
+      { name: "ECDSA", hash: "SHA-256" },
+      key,
+      message as Uint8Array<ArrayBuffer>,
+    );
+    return normalizeP256Signature(new Uint8Array(raw));
   }
 
   // -------------------------------------------------------------------------------------------

@@ -114,6 +114,16 @@ export class VaultClient {
     return fromBase64(body.signature, "signature");
   }
 
+  /** Signs the holder's read proof (subjectReadSigningBytes) for their own records. */
+  async signRead(pseudonym: string, message: Uint8Array): Promise<Uint8Array> {
+    const { body } = await this.http.request<{ signature: string }>(
+      "POST",
+      subjectPath(pseudonym, "/sign-read"),
+      { message: toBase64(message) },
+    );
+    return fromBase64(body.signature, "signature");
+  }
+
   /** Re-wraps the holder's wrapped data key to a department's key for this subject. */
   async rewrap(
     pseudonym: string,

@@ -28,8 +28,11 @@ import { parseSignedRequest } from "../core/httpsig.ts";
 import type { SealedContent, WrappedKey } from "../core/license/records.ts";
 import {
   decodeSubjectStatement,
+  parseSubjectReadBytes,
   type SubjectAction,
+  type SubjectRead,
   type SubjectStatement,
+  subjectReadBytesMax,
 } from "../core/license/statement.ts";
 import { holderOwner, type KeyStore } from "../license/key-store.ts";
 import { openPersonal, pseudonymOf } from "../sdk/sealing.ts";
@@ -114,6 +117,7 @@ export const vaultActions = [
   "subject.create",
   "subject.read",
   "statement.sign",
+  "read.sign",
   "key.rewrap",
   "content.open",
   "subject.forget",
@@ -338,6 +342,23 @@ export const vaultSchemas = {
         type: "object",
         properties: { signature: { type: "string" }, signingKey: { type: "string" } },
       },
+      ...errorResponses,
+    },
+  },
+  signRead: {
+    ...signed,
+    summary: "Sign the holder's read proof for their own records (X-Citychain-Subject)",
+    description:
+      "Signs only bytes that parse as a read proof of this subject (docs/licenses.md): GET of /v1/subjects/{pseudonym}/…, this chain, made within the clock skew window.",
+    params: subjectParams,
+    body: {
+      type: "object",
+      properties: { message: base64(Math.ceil(subjectReadBytesMax / 3) * 4) },
+      required: ["message"],
+      additionalProperties: false,
+    },
+    response: {
+      200: { type: "object", properties: { signature: { type: "string" } } },
       ...errorResponses,
     },
   },
@@ -706,6 +727,17 @@ export async function buildVaultService(options: VaultServiceOptions): Promise<F
   );
 
   app.post(
+    "/v1/vault/subjects/:pseudonym/sign-read",
+    { ...route("callers", "read.sign"), schema: vaultSchemas.signRead },
+    async (request) => {
+      const { pseudonym: subject } = request.params as { pseudonym: string };
+      const message = fromBase64((request.body as { message: string }).message, "message");
+      checkReadProof(parseSubjectReadBytes(message), subject);
+      return { signature: toBase64(await keyStore.signSubjectRead(subject, message)) };
+    },
+  );
+
+  app.post(
     "/v1/vault/subjects/:pseudonym/rewrap",
     { ...route("callers", "key.rewrap"), schema: vaultSchemas.rewrap },
     async (request) => {
@@ -836,6 +868,24 @@ export async function buildVaultService(options: VaultServiceOptions): Promise<F
         "statement.chainId",
       );
     }
+  }
+
+  /**
+   * A read proof is good at any node for the node's clock skew window: the vault signs only proofs
+   * made now, so a caller cannot stock up signatures for later, and only for this chain.
+   */
+  function checkReadProof(proof: SubjectRead, subject: string): void {
+    if (proof.pseudonym !== subject)
+      throw new CodedError("FORBIDDEN", "the read proof names another subject than the path", "message");
+    if (options.chainId !== undefined && proof.chainId !== options.chainId) {
+      throw new CodedError(
+        "FORBIDDEN",
+        `the read proof is for chain ${proof.chainId}, not ${options.chainId}`,
+        "message",
+      );
+    }
+    if (Math.abs(now() - proof.createdMs) > limits.clockSkewMsMax)
+      throw new CodedError("AUTH_CLOCK_SKEW", "the read proof's time is not now", "message");
   }
 
   function holderKey(subject: string, kind: "encryption" | "signing"): Uint8Array {

@@ -21,10 +21,13 @@ import {
   parseIdentityCert,
   type Role,
 } from "../../src/ca/index.ts";
+import { utf8 } from "../../src/core/encoding.ts";
 import { signRequest } from "../../src/core/httpsig.ts";
 import {
   encodeSubjectStatement,
   type SubjectAction,
+  subjectReadSigningBytes,
+  subjectReadTag,
   subjectStatementSigningBytes,
 } from "../../src/core/license/statement.ts";
 import { isCanonicalP256Signature } from "../../src/core/signature.ts";
@@ -335,6 +338,46 @@ describe("subject lifecycle", () => {
     await rejectsWith(client.signStatement(subject, new Uint8Array([1, 2, 3])), 400, "PAYLOAD_INVALID");
   });
 
+  test("sign-read: read proofs of this subject, chain and moment only", async () => {
+    const client = clientAs(officer);
+    const path = `/v1/subjects/${subject}/licenses?cursor=abc%3D`;
+    const message = subjectReadSigningBytes(chainId, subject, "GET", path, Date.now());
+    const signature = await client.signRead(subject, message);
+    assert.ok(isCanonicalP256Signature(signature));
+    const key = createPublicKey({ key: Buffer.from(signingKey), format: "der", type: "spki" });
+    assert.ok(verify("sha256", message, { key, dsaEncoding: "ieee-p1363" }, signature));
+
+    const other = "ab".repeat(32);
+    const refused = async (bytes: Uint8Array, status: number, code: string) =>
+      rejectsWith(client.signRead(subject, bytes), status, code);
+    const read = (over: { chain?: string; who?: string; line?: string; at?: string }) =>
+      Buffer.concat([
+        subjectReadTag,
+        utf8(
+          [
+            over.chain ?? chainId,
+            over.who ?? subject,
+            over.line ?? `GET /v1/subjects/${subject}/access-trail`,
+            over.at ?? String(Date.now()),
+          ].join("\u0000"),
+        ),
+      ]);
+    assert.ok(isCanonicalP256Signature(await client.signRead(subject, read({}))));
+    // Not a read proof at all: a statement, or bytes without the tag.
+    await refused(subjectStatementSigningBytes(statement(subject, "consent.grant")), 400, "PAYLOAD_INVALID");
+    await refused(read({}).subarray(subjectReadTag.length), 400, "PAYLOAD_INVALID");
+    await refused(read({ line: `POST /v1/subjects/${subject}/licenses` }), 400, "PAYLOAD_INVALID");
+    await refused(read({ line: `GET /v1/licenses?holder=${subject}` }), 400, "PAYLOAD_INVALID");
+    await refused(read({ line: `GET /v1/subjects/${subject}/../licenses` }), 400, "PAYLOAD_INVALID");
+    await refused(read({ line: `GET /v1/subjects/${other}/licenses`, who: subject }), 400, "PAYLOAD_INVALID");
+    await refused(read({ at: "0012" }), 400, "PAYLOAD_INVALID");
+    await refused(Buffer.concat([read({}), Buffer.from([0])]), 400, "PAYLOAD_INVALID");
+    // Well formed, but for someone, somewhere or some time else.
+    await refused(read({ who: other, line: `GET /v1/subjects/${other}/licenses` }), 403, "FORBIDDEN");
+    await refused(read({ chain: "other-chain" }), 403, "FORBIDDEN");
+    await refused(read({ at: String(Date.now() + 3_600_000) }), 401, "AUTH_CLOCK_SKEW");
+  });
+
   test("forget signs, destroys, and leaves nothing usable behind", async () => {
     const client = clientAs(officer);
     const sealed = await sealPersonal(licenseId, personal, [{ label: "holder", publicKey: encryptionKey }]);
@@ -398,6 +441,7 @@ describe("subject lifecycle", () => {
       "content.open",
       "key.rewrap",
       "statement.sign",
+      "read.sign",
       "subject.forget",
     ]) {
       assert.ok(actions.has(action), `audit has ${action}`);

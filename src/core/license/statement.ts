@@ -9,8 +9,9 @@
  *   [1, chainId, pseudonym, seq, action, licenseKey, dept, wrappedKeyHash, untilMs]
  * with P-256 ECDSA (P1363, low S) under the subject's signing key (src/core/signature.ts).
  */
-import { type Canonical, decodeCanonical, encodeCanonical, utf8 } from "../encoding.ts";
+import { bytesEqual, type Canonical, decodeCanonical, encodeCanonical, fromUtf8, utf8 } from "../encoding.ts";
 import { CodedError } from "../errors.ts";
+import { chainIdPattern } from "../tx.ts";
 
 export const subjectStatementTag = utf8("citychain/subject-statement/v1\u0000");
 export const subjectStatementVersion = 1;
@@ -113,4 +114,57 @@ export function subjectReadSigningBytes(
   out.set(subjectReadTag, 0);
   out.set(body, subjectReadTag.length);
   return out;
+}
+
+/** A read proof is a few hundred bytes; anything longer is not one (and is never signed). */
+export const subjectReadBytesMax = 1024;
+
+export interface SubjectRead {
+  readonly chainId: string;
+  readonly pseudonym: string;
+  /** "/v1/subjects/<pseudonym>/<record>[?query]", exactly as the node will see it. */
+  readonly pathWithQuery: string;
+  readonly createdMs: number;
+}
+
+// Only GET reads of the subject's own records: a record name and a plain query, nothing to escape.
+const subjectReadPathPattern =
+  /^\/v1\/subjects\/([0-9a-f]{64})\/[a-z][a-z-]{0,31}(\?[A-Za-z0-9._~%&=+-]{0,512})?$/;
+const createdMsPattern = /^(0|[1-9][0-9]{0,14})$/;
+
+function notReadProof(message: string): never {
+  throw new CodedError("PAYLOAD_INVALID", `read proof: ${message}`, "message");
+}
+
+/**
+ * Parses bytes that claim to be a subject read proof, strictly: the tag, then exactly chain id,
+ * pseudonym, "GET <path of that subject's records>" and a decimal time, NUL-separated, in the one
+ * byte form subjectReadSigningBytes makes. A custodian checks this before it signs, so its key
+ * signs read proofs for the holder and nothing else.
+ */
+export function parseSubjectReadBytes(bytes: Uint8Array): SubjectRead {
+  if (bytes.length > subjectReadBytesMax) notReadProof(`longer than ${subjectReadBytesMax} bytes`);
+  if (!bytesEqual(bytes.subarray(0, subjectReadTag.length), subjectReadTag)) notReadProof("wrong tag");
+  let text: string;
+  try {
+    text = fromUtf8(bytes.subarray(subjectReadTag.length));
+  } catch {
+    notReadProof("not UTF-8");
+  }
+  const parts = text.split("\u0000");
+  if (parts.length !== 4) notReadProof("must be chain, pseudonym, request and time");
+  const [chainId, pseudonym, request, created] = parts as [string, string, string, string];
+  if (!chainIdPattern.test(chainId)) notReadProof("chain id");
+  if (!/^[0-9a-f]{64}$/.test(pseudonym)) notReadProof("pseudonym");
+  if (!request.startsWith("GET ")) notReadProof("only GET requests");
+  const pathWithQuery = request.slice("GET ".length);
+  const path = subjectReadPathPattern.exec(pathWithQuery);
+  if (path === null) notReadProof("not a path of a subject's own records");
+  if (path[1] !== pseudonym) notReadProof("the path names another subject");
+  if (!createdMsPattern.test(created) || !Number.isSafeInteger(Number(created))) notReadProof("time");
+  const proof = { chainId, pseudonym, pathWithQuery, createdMs: Number(created) };
+  // One byte form: what we parsed must be exactly what the SDK would have made.
+  const again = subjectReadSigningBytes(chainId, pseudonym, "GET", pathWithQuery, proof.createdMs);
+  if (!bytesEqual(again, bytes)) notReadProof("not in canonical form");
+  return proof;
 }
