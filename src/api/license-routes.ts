@@ -28,7 +28,7 @@ import {
 } from "../license/vc.ts";
 import type { ChainNode } from "../node/node.ts";
 import * as s from "./license-schemas.ts";
-import { proofAnchor, provenEntry } from "./proofs.ts";
+import { ProofCache, proofAnchor } from "./proofs.ts";
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -106,6 +106,8 @@ function queryableTypes(node: ChainNode, reader: LicenseReader, caller: Identity
 
 const typesMax = 10_000;
 const statusListsCachedMax = 256;
+/** About 2 KiB each: 200 MiB at most. */
+const proofCacheEntriesMax = 100_000;
 const subjectReadSkewMs = 300_000;
 
 /** Where this node is reached, as the caller reached it (for links in exported documents). */
@@ -128,6 +130,7 @@ export function registerLicenseRoutes(
   keyNode: LicenseKeyNode | null,
 ): void {
   const reader = licenseReader(node.ledger.state);
+  const proofs = new ProofCache(node, proofCacheEntriesMax);
   const store = node.ledger.store;
 
   app.get("/v1/license-types", { schema: s.listTypes }, async () => {
@@ -199,10 +202,32 @@ export function registerLicenseRoutes(
     return {
       id: version.id,
       licenseKey: head.licenseKey,
-      version: provenEntry(node, licenseKeys.version(version.id)),
-      head: provenEntry(node, licenseKeys.head(head.licenseKey)),
+      version: proofs.entry(licenseKeys.version(version.id)),
+      head: proofs.entry(licenseKeys.head(head.licenseKey)),
       ...proofAnchor(node),
     };
+  });
+
+  app.post("/v1/licenses/proofs", { schema: s.licenseProofs }, async (request) => {
+    const { ids } = request.body as { ids: string[] };
+    const who = caller(request);
+    // Synchronous from here to the answer: every entry and the anchor describe one height.
+    const items = ids.map((ref) => {
+      try {
+        const { head, version } = reader.resolve(ref);
+        requireQuery(reader, who, reader.type(head.typeCode), head.issuerDept);
+        return {
+          id: version.id,
+          licenseKey: head.licenseKey,
+          version: proofs.entry(licenseKeys.version(version.id)),
+          head: proofs.entry(licenseKeys.head(head.licenseKey)),
+        };
+      } catch (error) {
+        if (error instanceof CodedError) return { id: ref, error: error.toJSON() };
+        throw error;
+      }
+    });
+    return { items, ...proofAnchor(node) };
   });
 
   app.get("/v1/licenses/:id/history", { schema: s.getHistory }, async (request) => {

@@ -355,3 +355,47 @@ export const subjectTrail = {
     ...apiErrorResponses,
   },
 } as const;
+
+export const licenseProofsMax = 256;
+
+export const licenseProofs = {
+  summary: "Proofs for many licenses at once, against one header and commit (one signature check per batch)",
+  body: {
+    type: "object",
+    properties: { ids: { type: "array", items: licenseRef, minItems: 1, maxItems: licenseProofsMax } },
+    required: ["ids"],
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        items: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              id: { type: "string" },
+              licenseKey: { type: "string" },
+              version: provenEntry,
+              head: provenEntry,
+              error: {
+                type: "object",
+                properties: {
+                  code: { type: "string" },
+                  message: { type: "string" },
+                  field: { type: "string" },
+                },
+              },
+            },
+          },
+        },
+        height: { type: "integer" },
+        header,
+        commit,
+        validators: validatorsJson,
+      },
+    },
+    ...apiErrorResponses,
+  },
+} as const;

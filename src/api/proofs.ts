@@ -16,7 +16,14 @@ export function commitAt(node: ChainNode, height: number) {
   return bytes === undefined ? null : decodeCommit(bytes);
 }
 
-export function provenEntry(node: ChainNode, key: string) {
+export interface ProvenEntryJson {
+  readonly key: string;
+  readonly value: string | null;
+  readonly valueHash: string | null;
+  readonly proof: unknown;
+}
+
+export function provenEntry(node: ChainNode, key: string): ProvenEntryJson {
   const value = node.ledger.state.get(key);
   return {
     key,
@@ -24,6 +31,36 @@ export function provenEntry(node: ChainNode, key: string) {
     valueHash: value === undefined ? null : sha256Hex(value),
     proof: proofToJson(node.ledger.proof(key)),
   };
+}
+
+/**
+ * Proven entries of the current height, kept until the next block: a proof depends only on the
+ * state root, so while no block commits, the license a hundred verifiers scan is proven once.
+ */
+export class ProofCache {
+  private height = -1;
+  private readonly entries = new Map<string, ProvenEntryJson>();
+
+  constructor(
+    private readonly node: ChainNode,
+    private readonly entriesMax: number,
+  ) {}
+
+  entry(key: string): ProvenEntryJson {
+    const height = this.node.ledger.height();
+    if (height !== this.height) {
+      this.entries.clear();
+      this.height = height;
+    }
+    let entry = this.entries.get(key);
+    if (entry === undefined) {
+      entry = provenEntry(this.node, key);
+      if (this.entries.size >= this.entriesMax)
+        this.entries.delete(this.entries.keys().next().value as string);
+      this.entries.set(key, entry);
+    }
+    return entry;
+  }
 }
 
 export function proofAnchor(node: ChainNode) {

@@ -6,7 +6,7 @@
  * key node when reading.
  */
 import type { Validator } from "../core/block.ts";
-import { type Canonical, decodeCanonical, fromBase64, toBase64, toHex } from "../core/encoding.ts";
+import { type Canonical, decodeCanonical, fromBase64, toBase64, toHex, utf8 } from "../core/encoding.ts";
 import { formatLicenseId, licenseKeyOf, parseLicenseId } from "../core/license/identifier.ts";
 import type { JsonObject } from "../core/license/json.ts";
 import { canonicalJson } from "../core/license/json.ts";
@@ -29,6 +29,7 @@ import {
   subjectReadSigningBytes,
 } from "../core/license/statement.ts";
 import { normalizeP256Signature } from "../core/signature.ts";
+import { proofFromJson, verifyProof } from "../core/smt-proof.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import type { CitychainClient, TxStatusJson } from "./client.ts";
 import { CitychainError } from "./errors.ts";
@@ -41,11 +42,10 @@ import {
   signSubjectStatement,
 } from "./sealing.ts";
 import {
-  type StateResponse,
   type ValidatorJson,
   VerificationError,
   validatorsFromJson,
-  verifyStateResponse,
+  verifyCommittedHeader,
 } from "./verify.ts";
 
 /** Decoded record at a state key, verified against a committed header; undefined when absent. */
@@ -379,19 +379,37 @@ export async function verifyLicenseProof(
   trusted: readonly Validator[],
   nowMs: number,
 ): Promise<VerifiedLicense> {
-  const anchor = {
-    height: proof.height,
-    header: proof.header,
-    commit: proof.commit,
-    validators: proof.validators,
-  };
-  const versionBytes = await verifyStateResponse({ ...anchor, ...proof.version } as StateResponse, trusted);
-  const headBytes = await verifyStateResponse({ ...anchor, ...proof.head } as StateResponse, trusted);
+  const header = await verifyCommittedHeader(proof.header, proof.commit, trusted);
+  return checkLicenseRecords(proof, header.stateRoot, proof.height, nowMs);
+}
+
+function provenValue(entry: { key: string; value: string | null; proof: unknown }, stateRoot: Uint8Array) {
+  const value = entry.value === null ? null : fromBase64(entry.value, "value");
+  let proof: ReturnType<typeof proofFromJson>;
+  try {
+    proof = proofFromJson(entry.proof);
+  } catch {
+    throw new VerificationError(`proof for ${entry.key} is malformed`);
+  }
+  if (!verifyProof(stateRoot, utf8(entry.key), value, proof))
+    throw new VerificationError(`proof for ${entry.key} does not lead to the state root`);
+  return value;
+}
+
+/** Both records proven against `stateRoot`, and they are this license's. */
+function checkLicenseRecords(
+  proof: Pick<LicenseProofJson, "id" | "licenseKey" | "version" | "head">,
+  stateRoot: Uint8Array,
+  height: number,
+  nowMs: number,
+): VerifiedLicense {
   if (
     proof.version.key !== licenseKeys.version(proof.id) ||
     proof.head.key !== licenseKeys.head(proof.licenseKey)
   )
     throw new VerificationError("the proof is for other keys than this license's");
+  const versionBytes = provenValue(proof.version, stateRoot);
+  const headBytes = provenValue(proof.head, stateRoot);
   if (versionBytes === null || headBytes === null)
     throw new VerificationError(`license ${proof.id} is not on the ledger`);
   const version = decodeCanonical(versionBytes, 1024 * 1024) as unknown as LicenseVersion;
@@ -415,9 +433,56 @@ export async function verifyLicenseProof(
     contentHash: toHex(version.contentHash),
     validUntilMs: version.validUntilMs,
     publicContent: JSON.parse(version.publicContent) as JsonObject,
-    height: proof.height,
+    height,
     current: head.currentId === version.id,
   };
+}
+
+export interface LicenseProofsJson {
+  items: Array<
+    | Omit<LicenseProofJson, "height" | "header" | "commit" | "validators">
+    | { id: string; error: { code: string; message: string } }
+  >;
+  height: number;
+  header: HeaderJson;
+  commit: CommitJson | null;
+  validators: ValidatorJson[];
+}
+
+/**
+ * Verifies a batch answer: the header's commit once, then every license's proofs against it. Items
+ * the node refused come back as errors in place.
+ */
+export async function verifyLicenseProofs(
+  batch: LicenseProofsJson,
+  trusted: readonly Validator[],
+  nowMs: number,
+): Promise<Array<VerifiedLicense | { id: string; error: { code: string; message: string } }>> {
+  const header = await verifyCommittedHeader(batch.header, batch.commit, trusted);
+  const out: Array<VerifiedLicense | { id: string; error: { code: string; message: string } }> = [];
+  for (const item of batch.items) {
+    if ("error" in item) out.push(item);
+    else out.push(checkLicenseRecords(item, header.stateRoot, batch.height, nowMs));
+  }
+  return out;
+}
+
+/** Fetches proofs for many licenses from any node (in batches) and verifies them. */
+export async function verifyLicenses(
+  client: CitychainClient,
+  refs: readonly string[],
+  options: { trusted?: readonly Validator[]; nowMs?: number; batchSize?: number } = {},
+): Promise<Array<VerifiedLicense | { id: string; error: { code: string; message: string } }>> {
+  const out: Array<VerifiedLicense | { id: string; error: { code: string; message: string } }> = [];
+  const size = options.batchSize ?? 256;
+  for (let i = 0; i < refs.length; i += size) {
+    const batch = (
+      await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: refs.slice(i, i + size) })
+    ).body;
+    const trusted = options.trusted ?? validatorsFromJson(batch.validators);
+    out.push(...(await verifyLicenseProofs(batch, trusted, options.nowMs ?? Date.now())));
+  }
+  return out;
 }
 
 /** Fetches a license's proof from any node and verifies it (trusting `trusted`, or the answer's set). */

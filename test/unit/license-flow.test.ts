@@ -23,6 +23,7 @@ import {
   setLicenseStatus,
   verifyLicense,
   verifyLicenseProof,
+  verifyLicenses,
   whoReadMyData,
   withdrawConsent,
 } from "../../src/sdk/licenses.ts";
@@ -271,6 +272,12 @@ describe("licenses on one node", () => {
     bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 1;
     tampered.head.value = bytes.toString("base64");
     await assert.rejects(verifyLicenseProof(tampered, trusted, Date.now()), /proof/);
+    const batch = await verifyLicenses(tax, [issued.id, issued.licenseKey, `${typeCode}.${policeCode}.X1`], {
+      trusted,
+    });
+    assert.equal((batch[0] as { status: string }).status, "valid");
+    assert.equal((batch[1] as { id: string }).id, issued.id);
+    assert.equal((batch[2] as { error: { code: string } }).error.code, "LICENSE_NOT_FOUND");
     const otherHeader = structuredClone(proof);
     otherHeader.commit = null;
     await assert.rejects(verifyLicenseProof(otherHeader, trusted, Date.now()), /commit/);
