@@ -18,6 +18,8 @@ registerClientCommands(program);
 registerVerifyCommand(program);
 (await import("./commands/ca.ts")).registerCaCommands(program);
 (await import("./commands/vault.ts")).registerVaultCommands(program);
+(await import("./commands/license.ts")).registerLicenseCommands(program);
+(await import("./commands/subject.ts")).registerSubjectCommands(program);
 
 try {
   await program.parseAsync(process.argv);
