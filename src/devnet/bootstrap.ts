@@ -7,6 +7,8 @@
  *   <dir>/secrets/passphrase          the one passphrase of this dev network's keys (mode 0600)
  *   <dir>/identities/<id>/cert.pem    member certificates; key.pem beside each, encrypted
  *   <dir>/nodes/node<i>/              node data folders (see src/node/config.ts)
+ *   <dir>/vault/                      the key vault's folder (src/vault/index.ts), same passphrase
+ *   <dir>/vault-tls/{cert,key}.pem    the vault's HTTPS identity (a server certificate from the CA)
  *   <dir>/network.json                what was created, for tools and tests
  *
  * A development convenience only: production keeps each key's passphrase with its owner.
@@ -22,6 +24,7 @@ import { keyNodeFiles, pseudonymKeyPurpose } from "../license/key-node.ts";
 import { writeSecretFile } from "../license/secret-file.ts";
 import { defaultP2pConfig, nodeFiles, writeNodeConfig } from "../node/config.ts";
 import type { GenesisFile } from "../node/genesis-file.ts";
+import { initVault, vaultFiles } from "../vault/index.ts";
 
 export const sampleDepartments = [
   { code: "infocenter", name: "Municipal Information Center" },
@@ -58,7 +61,23 @@ export interface NetworkLayout {
     readonly p2pPort: number | null;
     readonly observer: boolean;
   }>;
+  /** The key vault; absent in networks laid out before the devnet ran one. */
+  readonly vault?: VaultFiles;
 }
+
+export interface VaultFiles {
+  readonly dir: string;
+  readonly apiPort: number;
+  readonly url: string;
+  /** The identity the vault's operators act as on chain (a member, e.g. infocenter.vault). */
+  readonly enrollmentId: string;
+  /** The vault's HTTPS certificate and key (encrypted with the network passphrase). */
+  readonly tlsCertPath: string;
+  readonly tlsKeyPath: string;
+}
+
+/** The vault listens this far above node0's API port. */
+export const vaultPortOffset = 50;
 
 export interface BootstrapOptions {
   readonly dir: string;
@@ -74,6 +93,8 @@ export interface BootstrapOptions {
   readonly timeoutCommitMs?: number;
   readonly tls?: boolean;
   readonly blockIntervalMs?: number;
+  /** Lay out a key vault too (default true). */
+  readonly vault?: boolean;
   /** Departments to create; defaults to the ten sample departments. */
   readonly departments?: ReadonlyArray<{ code: string; name: string }>;
   readonly now?: () => number;
@@ -84,6 +105,64 @@ const memberProfiles: ReadonlyArray<{ suffix: string; roles: Role[] }> = [
   { suffix: "officer", roles: ["officer"] },
   { suffix: "auditor", roles: ["auditor"] },
 ];
+
+type Enroll = (
+  enrollmentId: string,
+  dept: string,
+  roles: Role[],
+  kind: "user" | "node",
+  outDir: string,
+) => Promise<{ certPem: string; privateKey: crypto.KeyObject }>;
+
+/**
+ * The key vault's folder, holding the nodes' pseudonym key (written before init, so init adopts it
+ * rather than making another), its HTTPS identity, and the member its operators act as.
+ */
+async function layOutVault(
+  dir: string,
+  operator: string,
+  apiPort: number,
+  pseudonymKey: Uint8Array,
+  passphrase: string,
+  enroll: Enroll,
+): Promise<{ vault: VaultFiles; member: MemberFiles }> {
+  const vaultDir = path.join(dir, "vault");
+  fs.mkdirSync(vaultDir, { recursive: true, mode: 0o700 });
+  writeSecretFile(path.join(vaultDir, vaultFiles.pseudonymKey), pseudonymKey, passphrase, {
+    purpose: pseudonymKeyPurpose,
+  });
+  initVault(vaultDir, passphrase);
+  // A server certificate needs a node profile (serverAuth, 127.0.0.1): the CA issues no other kind.
+  const tlsDir = path.join(dir, "vault-tls");
+  const tls = await enroll(`${operator}.vault-tls`, operator, ["node"], "node", tlsDir);
+  const tlsCertPath = path.join(tlsDir, "cert.pem");
+  const tlsKeyPath = path.join(tlsDir, "key.pem");
+  fs.writeFileSync(tlsCertPath, tls.certPem);
+  writeEncryptedPrivateKey(tlsKeyPath, tls.privateKey, passphrase);
+  const enrollmentId = `${operator}.vault`;
+  const memberDir = path.join(dir, "identities", enrollmentId);
+  const { certPem, privateKey } = await enroll(enrollmentId, operator, ["officer"], "user", memberDir);
+  const member: MemberFiles = {
+    enrollmentId,
+    dept: operator,
+    roles: ["officer"],
+    certPath: path.join(memberDir, "cert.pem"),
+    keyPath: path.join(memberDir, "key.pem"),
+  };
+  fs.writeFileSync(member.certPath, certPem);
+  writeEncryptedPrivateKey(member.keyPath, privateKey, passphrase);
+  return {
+    vault: {
+      dir: vaultDir,
+      apiPort,
+      url: `https://127.0.0.1:${apiPort}`,
+      enrollmentId,
+      tlsCertPath,
+      tlsKeyPath,
+    },
+    member,
+  };
+}
 
 export async function bootstrapNetwork(options: BootstrapOptions): Promise<NetworkLayout> {
   const dir = path.resolve(options.dir);
@@ -107,13 +186,7 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
   const registry = openRegistry({ ca, now });
   try {
     for (const d of departments) registry.registerDepartment(d.code, d.name);
-    const enroll = async (
-      enrollmentId: string,
-      dept: string,
-      roles: Role[],
-      kind: "user" | "node",
-      outDir: string,
-    ) => {
+    const enroll: Enroll = async (enrollmentId, dept, roles, kind, outDir) => {
       const { secret } = await registry.registerIdentity({ enrollmentId, dept, roles, kind });
       const keys = generateP256KeyPair();
       const certPem = await registry.enroll(
@@ -208,8 +281,21 @@ export async function bootstrapNetwork(options: BootstrapOptions): Promise<Netwo
     };
     for (const n of nodes)
       fs.writeFileSync(path.join(n.dir, nodeFiles.genesis), `${JSON.stringify(genesis, null, 2)}\n`);
+    const vault =
+      options.vault === false
+        ? undefined
+        : await layOutVault(dir, operator, apiPortBase + vaultPortOffset, pseudonymKey, passphrase, enroll);
+    if (vault !== undefined) members.push(vault.member);
     const caCertPath = path.join(dir, "ca", "ca-cert.pem");
-    const layout: NetworkLayout = { dir, chainId, caCertPath, passphrasePath, members, nodes };
+    const layout: NetworkLayout = {
+      dir,
+      chainId,
+      caCertPath,
+      passphrasePath,
+      members,
+      nodes,
+      ...(vault === undefined ? {} : { vault: vault.vault }),
+    };
     fs.writeFileSync(path.join(dir, "network.json"), `${JSON.stringify(layout, null, 2)}\n`);
     return layout;
   } finally {
