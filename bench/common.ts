@@ -1,0 +1,68 @@
+/**
+ * Measuring helpers shared by the benchmarks: the machine's busy share from /proc/stat, a process's
+ * CPU time from /proc/<pid>/stat, this process's own CPU, and percentiles.
+ */
+import fs from "node:fs";
+
+export function cpuTimes(): { busy: number; total: number } {
+  const line = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const idle = line[3]! + line[4]!;
+  const total = line.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+export function processCpuMs(pids: number | readonly number[]): number {
+  if (typeof pids !== "number") return pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  const fields = fs.readFileSync(`/proc/${pids}/stat`, "utf8").split(") ")[1]!.split(" ");
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return (ticks * 1000) / 100;
+}
+
+export function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export interface Measured<T> {
+  readonly result: T;
+  readonly seconds: number;
+  /** Share of both cores busy (anyone's work) during the run. */
+  readonly machineBusy: number;
+  /** Cores the measured processes used. */
+  readonly nodeCores: number;
+  /** Cores this process (the load generator) used. */
+  readonly loadgenCores: number;
+}
+
+export async function measure<T>(
+  pids: number | readonly number[],
+  run: () => Promise<T>,
+): Promise<Measured<T>> {
+  const c0 = cpuTimes();
+  const n0 = processCpuMs(pids);
+  const s0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await run();
+  const seconds = (performance.now() - t0) / 1000;
+  const c1 = cpuTimes();
+  const s1 = process.cpuUsage(s0);
+  return {
+    result,
+    seconds,
+    machineBusy: (c1.busy - c0.busy) / (c1.total - c0.total),
+    nodeCores: (processCpuMs(pids) - n0) / 1000 / seconds,
+    loadgenCores: (s1.user + s1.system) / 1e6 / seconds,
+  };
+}
+
+export function describeLoad(m: Measured<unknown>): string {
+  return `machine busy ${(m.machineBusy * 100).toFixed(0)}%, node ${m.nodeCores.toFixed(2)} cores, load generator ${m.loadgenCores.toFixed(2)} cores`;
+}
+
+/** Runs `worker` on `lanes` concurrent lanes until `next()` returns undefined. */
+export async function lanes<T>(count: number, next: () => T | undefined, worker: (item: T) => Promise<void>) {
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      for (let item = next(); item !== undefined; item = next()) await worker(item);
+    }),
+  );
+}

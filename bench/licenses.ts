@@ -1,0 +1,420 @@
+/**
+ * Benchmark (not a test) of the license registry on one node process:
+ *   1. licenses issued per second (pre-built `license.issue` transactions: content sealed, data keys
+ *      wrapped with HPKE and signed before the clock starts; submitted in batches, waiting for commit);
+ *   2. licenses verified per second with proof: the node serving batch proofs (POST /v1/licenses/proofs,
+ *      256 licenses per signed request), cold and warm proof cache, single-license GETs for
+ *      comparison, and what the verifying client itself sustains;
+ *   3. holder search latency (GET /v1/licenses?holder=…, end to end with request signing) with
+ *      1,000,000 licenses in the store.
+ *
+ *   npm run bench:licenses -- [--licenses 20000] [--subjects 1000] [--store-licenses 1000000] [--searches 2000]
+ *
+ * Step 3 seeds the store directly: with the node stopped, it copies real license records (state rows
+ * and index rows, exactly as execution writes them) under new identifiers and holders until the store
+ * holds --store-licenses licenses. The seeded rows are not in the state tree (a proof of one would
+ * fail, and `citychain verify` on this throwaway folder would say so); search does not use the tree.
+ */
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { type Canonical, decodeCanonical, encodeCanonical } from "../src/core/encoding.ts";
+import { sha256Hex } from "../src/core/hash.ts";
+import {
+  formatLicenseId,
+  licenseKeyOf,
+  parseLicenseId,
+  usccCheckChar,
+} from "../src/core/license/identifier.ts";
+import type { LicenseRow } from "../src/core/license/index-ops.ts";
+import { canonicalJson } from "../src/core/license/json.ts";
+import {
+  type LicenseHead,
+  type LicenseVersion,
+  licenseKeys,
+  wrappedKeyToCanonical,
+} from "../src/core/license/records.ts";
+import type { CitychainClient } from "../src/sdk/client.ts";
+import { type LicenseProofsJson, verifyLicenseProofs } from "../src/sdk/licenses.ts";
+import {
+  contentHash,
+  generateEncryptionKeyPair,
+  generateSigningKeyPair,
+  sealPersonal,
+} from "../src/sdk/sealing.ts";
+import { buildTx } from "../src/sdk/tx-builder.ts";
+import { validatorsFromJson } from "../src/sdk/verify.ts";
+import { ChainStore } from "../src/storage/chain-store.ts";
+import { createProcessNetwork } from "../test/e2e/process-net.ts";
+import { describeLoad, lanes, measure, percentile } from "./common.ts";
+
+const { values: args } = parseArgs({
+  options: {
+    licenses: { type: "string", default: "20000" },
+    subjects: { type: "string", default: "1000" },
+    batch: { type: "string", default: "500" },
+    connections: { type: "string", default: "4" },
+    "proof-rounds": { type: "string", default: "3" },
+    "store-licenses": { type: "string", default: "1000000" },
+    searches: { type: "string", default: "2000" },
+  },
+});
+const licenseCount = Number(args.licenses);
+const subjectCount = Number(args.subjects);
+const batchSize = Number(args.batch);
+const connections = Number(args.connections);
+const storeLicenses = Number(args["store-licenses"]);
+const searchCount = Number(args.searches);
+
+const uscc = (body17: string) => body17 + usccCheckChar(body17);
+const policeCode = uscc("11330100MB0000003");
+const typeCode = `${policeCode}001`;
+const schema = {
+  type: "object",
+  properties: {
+    number: { type: "string", minLength: 1, maxLength: 32 },
+    district: { type: "string", minLength: 1, maxLength: 64 },
+    birthDate: { type: "string", format: "date" },
+    address: { type: "string", minLength: 1, maxLength: 200 },
+  },
+  required: ["number", "district", "birthDate", "address"],
+  additionalProperties: false,
+};
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+interface Subject {
+  readonly pseudonym: string;
+  readonly encryptionKey: Uint8Array;
+  deptKey: Uint8Array;
+}
+
+async function submitAll(client: CitychainClient, txs: readonly Uint8Array[]): Promise<number> {
+  let next = 0;
+  let ok = 0;
+  await lanes(
+    connections,
+    () => (next < txs.length ? txs.slice(next, (next += batchSize)) : undefined),
+    async (batch) => {
+      const results = await client.submitBatch(batch, { wait: true, waitMs: 60_000 });
+      ok += results.filter((r) => r.status === "committed" && r.code === "OK").length;
+    },
+  );
+  return ok;
+}
+
+async function setUp(net: Awaited<ReturnType<typeof createProcessNetwork>>) {
+  const admin = await net.client("infocenter.admin");
+  const police = await net.client("police.officer");
+  await admin.send("license.issuer.set", { dept: "police", creditCode: policeCode, areaCode: "330100" });
+  await (await net.client("police.admin")).send("license.type.register", {
+    code: typeCode,
+    name: "Residence certificate",
+    schema: canonicalJson(schema),
+    issuers: ["police"],
+    personalFields: ["birthDate", "address"],
+    validityDays: 3650,
+  });
+  const chainId = await police.chainId();
+  // Once with the full certificate, so the pre-built transactions can name it by id.
+  await police.send("kv.put", { key: "bench/hello", value: new Uint8Array([1]) });
+  const subjects: Subject[] = [];
+  const registrations: Uint8Array[] = [];
+  for (let i = 0; i < subjectCount; i++) {
+    const pseudonym = sha256Hex(new TextEncoder().encode(`bench-subject-${i}`));
+    const enc = await generateEncryptionKeyPair();
+    const sig = await generateSigningKeyPair();
+    subjects.push({ pseudonym, encryptionKey: enc.publicKey, deptKey: new Uint8Array() });
+    const payload = {
+      pseudonym,
+      encryptionKey: enc.publicKey,
+      signingKey: sig.publicKeySpki,
+      custody: "self",
+    };
+    registrations.push(
+      (
+        await buildTx({
+          chainId,
+          type: "license.subject.register",
+          payload,
+          signers: [police.identity],
+          nowMs: Date.now(),
+          certById: true,
+        })
+      ).bytes,
+    );
+  }
+  const registered = await submitAll(police, registrations);
+  let k = 0;
+  await lanes(
+    8,
+    () => (k < subjects.length ? subjects[k++] : undefined),
+    async (s) => {
+      const key = (
+        await police.request<{ publicKey: string }>("POST", `/v1/subjects/${s.pseudonym}/department-key`, {})
+      ).body;
+      s.deptKey = new Uint8Array(Buffer.from(key.publicKey, "base64"));
+    },
+  );
+  const published = await submitAll(
+    police,
+    await Promise.all(
+      subjects.map(
+        async (s) =>
+          (
+            await buildTx({
+              chainId,
+              type: "license.subject.key",
+              payload: { pseudonym: s.pseudonym, publicKey: s.deptKey },
+              signers: [police.identity],
+              nowMs: Date.now(),
+              certById: true,
+            })
+          ).bytes,
+      ),
+    ),
+  );
+  out(`set-up: ${registered} subjects registered, ${published} department keys published`);
+  return { police, chainId, subjects };
+}
+
+async function prebuildLicenses(police: CitychainClient, chainId: string, subjects: readonly Subject[]) {
+  const t0 = performance.now();
+  const ids: string[] = [];
+  const txs: Uint8Array[] = [];
+  for (let i = 0; i < licenseCount; i++) {
+    const subject = subjects[i % subjects.length]!;
+    const id = formatLicenseId({
+      typeCode,
+      issuerCode: policeCode,
+      serial: `2026${String(i).padStart(7, "0")}`,
+      version: 1,
+    });
+    const publicContent = { number: `RC-${i}`, district: "Xihu" };
+    const sealed = await sealPersonal(
+      id,
+      {
+        holderName: `Citizen ${i}`,
+        holderCode: `99010119900101${String(i % 1000).padStart(3, "0")}X`,
+        fields: { birthDate: "1990-01-01", address: `${i} Wensan Road` },
+      },
+      [
+        { label: "holder", publicKey: subject.encryptionKey },
+        { label: "police", publicKey: subject.deptKey },
+      ],
+    );
+    const payload: { [key: string]: Canonical } = {
+      id,
+      holder: subject.pseudonym,
+      holderCodeType: "111",
+      publicContent: canonicalJson(publicContent),
+      sealed: { nonce: sealed.sealed.nonce, ciphertext: sealed.sealed.ciphertext },
+      contentHash: await contentHash(sealed.personalWithSalt, publicContent),
+      wrappedKeys: Object.fromEntries(
+        Object.entries(sealed.wrapped).map(([l, w]) => [l, wrappedKeyToCanonical(w)]),
+      ),
+    };
+    txs.push(
+      (
+        await buildTx({
+          chainId,
+          type: "license.issue",
+          payload,
+          signers: [police.identity],
+          nowMs: Date.now(),
+          ttlMs: 3_600_000,
+          certById: true,
+        })
+      ).bytes,
+    );
+    ids.push(id);
+  }
+  out(
+    `pre-built ${licenseCount} license.issue transactions in ${((performance.now() - t0) / 1000).toFixed(1)} s (sealing and signing, not measured)`,
+  );
+  return { ids, txs };
+}
+
+async function benchVerify(pid: number, clients: readonly CitychainClient[], ids: readonly string[]) {
+  const rounds = Number(args["proof-rounds"]);
+  const batches: string[][] = [];
+  for (let i = 0; i < ids.length; i += 256) batches.push(ids.slice(i, i + 256));
+  let sample: LicenseProofsJson | undefined;
+  for (let round = 0; round < rounds; round++) {
+    let next = 0;
+    let proven = 0;
+    const m = await measure(pid, () =>
+      lanes(
+        connections * 2,
+        () => (next < batches.length ? batches[next++] : undefined),
+        async (batch) => {
+          const client = clients[next % clients.length]!;
+          const answer = (
+            await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: batch })
+          ).body;
+          proven += answer.items.filter((item) => !("error" in item)).length;
+          sample ??= answer;
+        },
+      ),
+    );
+    out(
+      `verify (batch proofs, ${round === 0 ? "cold" : "warm"} cache): ${proven} licenses proven in ${m.seconds.toFixed(2)} s = ${(proven / m.seconds).toFixed(0)}/s; ${describeLoad(m)}`,
+    );
+  }
+  const singles = Math.min(2000, ids.length);
+  let s = 0;
+  const single = await measure(pid, () =>
+    lanes(
+      connections * 2,
+      () => (s < singles ? ids[s++] : undefined),
+      async (id) => {
+        await clients[s % clients.length]!.request("GET", `/v1/licenses/${id}/proof`);
+      },
+    ),
+  );
+  out(
+    `verify (one signed GET per license): ${singles} in ${single.seconds.toFixed(2)} s = ${(singles / single.seconds).toFixed(0)}/s; ${describeLoad(single)}`,
+  );
+  if (sample !== undefined) {
+    const trusted = validatorsFromJson(sample.validators);
+    const t0 = performance.now();
+    const checked = await verifyLicenseProofs(sample, trusted, Date.now());
+    const seconds = (performance.now() - t0) / 1000;
+    out(
+      `client-side check of one batch (commit + ${checked.length} licenses' proofs, @noble/hashes): ${(checked.length / seconds).toFixed(0)} licenses/s on one core`,
+    );
+  }
+}
+
+/** With the node stopped: copies real records under new ids and holders up to `storeLicenses`. */
+function seedStore(dir: string, templateId: string): { holders: string[]; seeded: number } {
+  const store = ChainStore.open(dir);
+  try {
+    const version = decodeCanonical(
+      store.getState(licenseKeys.version(templateId))!,
+      1 << 20,
+    ) as unknown as LicenseVersion;
+    const head = decodeCanonical(
+      store.getState(licenseKeys.head(version.licenseKey))!,
+      1 << 20,
+    ) as unknown as LicenseHead;
+    const existing = (store.db.prepare("SELECT COUNT(*) AS n FROM licenses").get() as { n: number }).n;
+    const put = store.db.prepare("INSERT OR REPLACE INTO state (key, value, height) VALUES (?, ?, ?)");
+    const holders: string[] = [];
+    const perHolder = 10;
+    let seeded = 0;
+    const t0 = performance.now();
+    for (let start = 0; start < storeLicenses - existing; start += 10_000) {
+      const end = Math.min(storeLicenses - existing, start + 10_000);
+      const rows: LicenseRow[] = [];
+      store.db.transaction(() => {
+        for (let j = start; j < end; j++) {
+          const holder = sha256Hex(new TextEncoder().encode(`seeded-holder-${Math.floor(j / perHolder)}`));
+          if (j % perHolder === 0) holders.push(holder);
+          const id = formatLicenseId({
+            typeCode,
+            issuerCode: policeCode,
+            serial: `9${String(j).padStart(10, "0")}`,
+            version: 1,
+          });
+          const licenseKey = licenseKeyOf(parseLicenseId(id));
+          const issuedAtMs = version.issuedAtMs - j * 1000;
+          put.run(
+            licenseKeys.version(id),
+            Buffer.from(
+              encodeCanonical({ ...version, id, licenseKey, holder, issuedAtMs } as unknown as Canonical),
+            ),
+            version.height,
+          );
+          put.run(
+            licenseKeys.head(licenseKey),
+            Buffer.from(
+              encodeCanonical({
+                ...head,
+                licenseKey,
+                holder,
+                currentId: id,
+                statusIndex: 1_000_000 + j,
+              } as unknown as Canonical),
+            ),
+            version.height,
+          );
+          rows.push({
+            licenseKey,
+            currentId: id,
+            typeCode,
+            issuerDept: "police",
+            holder,
+            status: "valid",
+            validFromMs: version.validFromMs,
+            validUntilMs: version.validUntilMs,
+            statusIndex: 1_000_000 + j,
+            height: version.height,
+            firstIssuedMs: issuedAtMs,
+          });
+        }
+        store.licenseIndex.apply({ licenses: rows, events: [], trail: [], forgotten: [] });
+      })();
+      seeded = end;
+    }
+    out(
+      `seeded ${seeded} licenses (state and index rows) in ${((performance.now() - t0) / 1000).toFixed(1)} s; store now holds ${existing + seeded}`,
+    );
+    return { holders, seeded };
+  } finally {
+    store.close();
+  }
+}
+
+async function benchSearch(clients: readonly CitychainClient[], holders: readonly string[]) {
+  const latencies: number[] = [];
+  let found = 0;
+  for (let i = 0; i < searchCount; i++) {
+    const holder = holders[Math.floor(Math.random() * holders.length)]!;
+    const client = clients[i % clients.length]!;
+    const t0 = performance.now();
+    const page = (await client.request<{ items: unknown[] }>("GET", `/v1/licenses?holder=${holder}&limit=50`))
+      .body;
+    latencies.push(performance.now() - t0);
+    found += page.items.length;
+  }
+  latencies.sort((a, b) => a - b);
+  out(
+    `holder search: ${searchCount} sequential searches, p50 ${percentile(latencies, 50).toFixed(2)} ms, p99 ${percentile(latencies, 99).toFixed(2)} ms, max ${latencies[latencies.length - 1]!.toFixed(2)} ms (${(found / searchCount).toFixed(1)} licenses per answer; end to end incl. request signing and TLS)`,
+  );
+}
+
+async function main() {
+  out(
+    `citychain license benchmark: 1 node on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}), load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+  const net = await createProcessNetwork({ nodes: 1 });
+  try {
+    let child = await net.start(0);
+    const { police, chainId, subjects } = await setUp(net);
+    const { ids, txs } = await prebuildLicenses(police, chainId, subjects);
+    const issued = await measure(child.pid!, () => submitAll(police, txs));
+    out(
+      `issue: ${issued.result} of ${licenseCount} licenses committed in ${issued.seconds.toFixed(2)} s = ${(issued.result / issued.seconds).toFixed(0)}/s; ${describeLoad(issued)}`,
+    );
+    const readers = await Promise.all(
+      ["tax.officer", "civil.officer", "market.officer", "health.officer"].map((id) => net.client(id)),
+    );
+    await benchVerify(child.pid!, readers, ids);
+
+    await net.stop(0);
+    const { holders } = seedStore(path.join(net.layout.nodes[0]!.dir), ids[0]!);
+    child = await net.start(0);
+    await benchSearch(readers, holders);
+    void child;
+  } finally {
+    await net.close();
+  }
+}
+
+await main();
