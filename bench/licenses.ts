@@ -251,11 +251,11 @@ async function benchVerify(pid: number, clients: readonly CitychainClient[], ids
         () => (next < batches.length ? batches[next++] : undefined),
         async (batch) => {
           const client = clients[next % clients.length]!;
-          const answer = (
-            await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: batch })
-          ).body;
-          proven += answer.items.filter((item) => !("error" in item)).length;
-          sample ??= answer;
+          // Counted, not parsed: parsing a megabyte per batch would measure the load generator.
+          // One answer is parsed and checked in full below.
+          const { text } = await client.requestText("POST", "/v1/licenses/proofs", { ids: batch });
+          proven += text.split('"licenseKey":').length - 1;
+          sample ??= JSON.parse(text) as LicenseProofsJson;
         },
       ),
     );

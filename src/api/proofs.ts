@@ -39,7 +39,7 @@ export function provenEntry(node: ChainNode, key: string): ProvenEntryJson {
  */
 export class ProofCache {
   private height = -1;
-  private readonly entries = new Map<string, ProvenEntryJson>();
+  private readonly entries = new Map<string, { entry: ProvenEntryJson; json: string }>();
 
   constructor(
     private readonly node: ChainNode,
@@ -47,19 +47,29 @@ export class ProofCache {
   ) {}
 
   entry(key: string): ProvenEntryJson {
+    return this.cached(key).entry;
+  }
+
+  /** The entry already serialised: batch answers are assembled from these without re-encoding. */
+  json(key: string): string {
+    return this.cached(key).json;
+  }
+
+  private cached(key: string): { entry: ProvenEntryJson; json: string } {
     const height = this.node.ledger.height();
     if (height !== this.height) {
       this.entries.clear();
       this.height = height;
     }
-    let entry = this.entries.get(key);
-    if (entry === undefined) {
-      entry = provenEntry(this.node, key);
+    let cached = this.entries.get(key);
+    if (cached === undefined) {
+      const entry = provenEntry(this.node, key);
+      cached = { entry, json: JSON.stringify(entry) };
       if (this.entries.size >= this.entriesMax)
         this.entries.delete(this.entries.keys().next().value as string);
-      this.entries.set(key, entry);
+      this.entries.set(key, cached);
     }
-    return entry;
+    return cached;
   }
 }
 

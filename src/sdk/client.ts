@@ -71,6 +71,27 @@ export class CitychainClient {
     body?: unknown,
     extraHeaders: Record<string, string> = {},
   ): Promise<{ status: number; body: T }> {
+    const { status, text } = await this.requestText(method, path, body, extraHeaders);
+    let parsed: unknown;
+    try {
+      parsed = text.length === 0 ? null : JSON.parse(text);
+    } catch {
+      throw new CitychainError("BAD_RESPONSE", `node answered ${status} with non-JSON`, status);
+    }
+    if (status >= 400) {
+      const e = (parsed as { error?: { code: string; message: string; field?: string } } | null)?.error;
+      throw new CitychainError(e?.code ?? "HTTP_ERROR", e?.message ?? `HTTP ${status}`, status, e?.field);
+    }
+    return { status, body: parsed as T };
+  }
+
+  /** A signed request whose answer is returned as text, unparsed (tools that stream or count). */
+  async requestText(
+    method: "GET" | "POST",
+    path: string,
+    body?: unknown,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<{ status: number; text: string }> {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
     const { identity } = this.options;
     const headers = await signRequest({
@@ -89,27 +110,7 @@ export class CitychainClient {
       headers,
       ...(bytes === undefined ? {} : { body: bytes }),
     });
-    const text = await response.text();
-    let parsed: unknown;
-    try {
-      parsed = text.length === 0 ? null : JSON.parse(text);
-    } catch {
-      throw new CitychainError(
-        "BAD_RESPONSE",
-        `node answered ${response.status} with non-JSON`,
-        response.status,
-      );
-    }
-    if (response.status >= 400) {
-      const e = (parsed as { error?: { code: string; message: string; field?: string } } | null)?.error;
-      throw new CitychainError(
-        e?.code ?? "HTTP_ERROR",
-        e?.message ?? `HTTP ${response.status}`,
-        response.status,
-        e?.field,
-      );
-    }
-    return { status: response.status, body: parsed as T };
+    return { status: response.status, text: await response.text() };
   }
 
   async status(): Promise<{ chainId: string; height: number; latestHash: string; [k: string]: unknown }> {
