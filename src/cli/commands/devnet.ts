@@ -1,15 +1,25 @@
 /**
  * `citychain devnet`: a local network in one command. First run lays out a fresh CA, the sample
- * departments, members and node folders; every run starts the nodes as separate processes and
- * prints where their APIs and the identities are. Ctrl-C stops them all.
+ * departments, members, node folders and the key vault; every run starts the nodes and the vault as
+ * separate processes and prints where their APIs and the identities are. Ctrl-C stops them all.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { bootstrapNetwork, type NetworkLayout, readNetworkLayout } from "../../devnet/bootstrap.ts";
+import {
+  bootstrapNetwork,
+  type NetworkLayout,
+  readNetworkLayout,
+  type VaultFiles,
+} from "../../devnet/bootstrap.ts";
+import { nodeFetch } from "../../sdk/node.ts";
 import { clientFromFlags } from "../common.ts";
+
+/** How long the nodes and the vault get to answer after they are started. */
+const startupTimeoutMs = 30_000;
+const readyPollMs = 200;
 
 const binPath = fileURLToPath(new URL("../../../bin/citychain.mjs", import.meta.url));
 
@@ -24,6 +34,51 @@ export function startNodeProcess(nodeDir: string, passphrasePath: string, logFil
   );
 }
 
+/** The key vault as its own process: HTTPS with its CA-issued certificate, revocations from the CA folder. */
+export function startVaultProcess(layout: NetworkLayout, vault: VaultFiles, logFile: string): ChildProcess {
+  const out = fs.openSync(logFile, "a");
+  return spawn(
+    process.execPath,
+    [
+      binPath,
+      "vault",
+      "serve",
+      "--dir",
+      vault.dir,
+      "--ca-cert",
+      layout.caCertPath,
+      "--ca-dir",
+      path.dirname(layout.caCertPath),
+      "--passphrase-file",
+      layout.passphrasePath,
+      "--listen",
+      `127.0.0.1:${vault.apiPort}`,
+      "--tls-cert",
+      vault.tlsCertPath,
+      "--tls-key",
+      vault.tlsKeyPath,
+      "--chain-id",
+      layout.chainId,
+    ],
+    { stdio: ["ignore", out, out] },
+  );
+}
+
+/** The vault's OpenAPI document is public: it answering means the vault is up. */
+async function waitVaultReady(layout: NetworkLayout, vault: VaultFiles, deadlineMs: number): Promise<void> {
+  const fetch = nodeFetch(fs.readFileSync(layout.caCertPath, "utf8"));
+  for (;;) {
+    try {
+      const response = await fetch(`${vault.url}/v1/vault/openapi.json`, { method: "GET", headers: {} });
+      if (response.status === 200) return;
+    } catch (error) {
+      if (Date.now() > deadlineMs) throw error;
+    }
+    if (Date.now() > deadlineMs) throw new Error(`the key vault at ${vault.url} does not answer`);
+    await new Promise((r) => setTimeout(r, readyPollMs));
+  }
+}
+
 async function waitReady(layout: NetworkLayout, name: string, deadlineMs: number): Promise<void> {
   for (;;) {
     try {
@@ -32,7 +87,7 @@ async function waitReady(layout: NetworkLayout, name: string, deadlineMs: number
       return;
     } catch (error) {
       if (Date.now() > deadlineMs) throw error;
-      await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, readyPollMs));
     }
   }
 }
@@ -72,6 +127,12 @@ export function registerDevnetCommand(program: Command): void {
         const children = layout.nodes.map((n) =>
           startNodeProcess(n.dir, layout.passphrasePath, path.join(dir, "logs", `${n.name}.log`)),
         );
+        const vault = layout.vault;
+        const names = layout.nodes.map((n) => n.name);
+        if (vault !== undefined) {
+          children.push(startVaultProcess(layout, vault, path.join(dir, "logs", "vault.log")));
+          names.push("vault");
+        }
         let stopping = false;
         const stopAll = () => {
           if (stopping) return;
@@ -82,11 +143,14 @@ export function registerDevnetCommand(program: Command): void {
         process.on("SIGTERM", stopAll);
         children.forEach((c, i) => {
           c.on("exit", (code) => {
-            if (!stopping)
-              process.stderr.write(`citychain: ${layout.nodes[i]!.name} exited with ${code}; see logs\n`);
+            if (!stopping) process.stderr.write(`citychain: ${names[i]} exited with ${code}; see logs\n`);
           });
         });
-        await Promise.all(layout.nodes.map((n) => waitReady(layout, n.name, Date.now() + 30_000)));
+        const deadlineMs = Date.now() + startupTimeoutMs;
+        await Promise.all([
+          ...layout.nodes.map((n) => waitReady(layout, n.name, deadlineMs)),
+          ...(vault === undefined ? [] : [waitVaultReady(layout, vault, deadlineMs)]),
+        ]);
         const lines = [
           "",
           `chain ${layout.chainId} is running (${layout.nodes.length} node${layout.nodes.length === 1 ? "" : "s"}):`,
@@ -95,6 +159,9 @@ export function registerDevnetCommand(program: Command): void {
               `  ${n.name} (${n.dept}${n.observer ? ", observer" : ""})  API https://127.0.0.1:${n.apiPort}` +
               `${n.p2pPort === null ? "" : `  p2p ${n.p2pPort}`}   data ${n.dir}`,
           ),
+          ...(vault === undefined
+            ? []
+            : [`  key vault   API ${vault.url}   act for it as ${vault.enrollmentId}   data ${vault.dir}`]),
           "",
           `root CA certificate  ${layout.caCertPath}`,
           `member identities    ${path.join(dir, "identities")}/<dept>.<admin|officer|auditor>/{cert,key}.pem`,
@@ -104,6 +171,11 @@ export function registerDevnetCommand(program: Command): void {
           "try:",
           `  npx citychain tx submit --network ${flags.dir} --as tax.officer --type kv.put --payload '{"key":"hello","value":{"$text":"world"}}'`,
           `  npx citychain query kv/tax/hello --network ${flags.dir}`,
+          ...(vault === undefined
+            ? []
+            : [
+                `  npx citychain subject register --network ${flags.dir} --as ${vault.enrollmentId} --custody vault --code-type 111 --code 11010519491231002X`,
+              ]),
           "",
           "Ctrl-C stops the network; run again to restart it with its data.",
           "",
