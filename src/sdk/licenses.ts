@@ -161,6 +161,62 @@ async function departmentKey(client: CitychainClient, pseudonym: string) {
   return { publicKey: fromBase64(key.publicKey), published: key.published };
 }
 
+export interface AmendInput {
+  readonly licenseKey: string;
+  readonly holderName: string;
+  readonly holderCode: string;
+  /** The whole new content (validated and split like at issue). */
+  readonly content: JsonObject;
+  readonly validFromMs?: number;
+  readonly validUntilMs?: number;
+  /** Departments holding the holder's consent that should keep access to the new version. */
+  readonly keepConsents?: readonly string[];
+}
+
+/** Issues the next version of a license; the old version stays on the ledger, readable as before. */
+export async function amendLicense(client: CitychainClient, input: AmendInput): Promise<IssueResult> {
+  const head = await verifiedRecord<LicenseHead>(client, licenseKeys.head(input.licenseKey));
+  if (head === undefined)
+    throw new CitychainError("LICENSE_NOT_FOUND", `no license ${input.licenseKey}`, 404);
+  const type = await licenseType(client, head.typeCode);
+  validateContent(compileLicenseSchema(canonicalJson(type.schema)), input.content, "content");
+  const current = parseLicenseId(head.currentId);
+  const id = formatLicenseId({ ...current, version: head.currentVersion + 1 });
+  const subject = await verifiedRecord<SubjectRecord>(client, licenseKeys.subject(head.holder));
+  if (subject === undefined)
+    throw new CitychainError("SUBJECT_UNKNOWN", `no data subject ${head.holder}`, 404);
+  const issuerKey = await departmentKey(client, head.holder);
+  const recipients = [
+    { label: "holder", publicKey: subject.encryptionKey },
+    { label: head.issuerDept, publicKey: issuerKey.publicKey },
+  ];
+  for (const dept of input.keepConsents ?? []) {
+    const key = (await client.state(licenseKeys.deptSubjectKey(head.holder, dept))).value;
+    if (key === null)
+      throw new CitychainError("CONSENT_REQUIRED", `${dept} has no key for this subject`, 409);
+    recipients.push({ label: dept, publicKey: key });
+  }
+  const split = splitContent(input.content, type.personalFields);
+  const sealed = await sealPersonal(
+    id,
+    { holderName: input.holderName, holderCode: input.holderCode, fields: split.personalFields },
+    recipients,
+  );
+  const hash = await contentHash(sealed.personalWithSalt, split.publicContent);
+  const status = await client.send("license.amend", {
+    id,
+    publicContent: canonicalJson(split.publicContent),
+    sealed: { nonce: sealed.sealed.nonce, ciphertext: sealed.sealed.ciphertext },
+    contentHash: hash,
+    wrappedKeys: Object.fromEntries(
+      Object.entries(sealed.wrapped).map(([label, w]) => [label, wrappedKeyToCanonical(w)]),
+    ),
+    ...(input.validFromMs === undefined ? {} : { validFromMs: input.validFromMs }),
+    ...(input.validUntilMs === undefined ? {} : { validUntilMs: input.validUntilMs }),
+  });
+  return { id, licenseKey: input.licenseKey, txId: status.txId, contentHash: toHex(hash) };
+}
+
 export async function setLicenseStatus(
   client: CitychainClient,
   action: "suspend" | "resume" | "revoke",

@@ -11,6 +11,7 @@ import { readStatusBit } from "../../src/license/vc.ts";
 import type { CitychainClient } from "../../src/sdk/client.ts";
 import { CitychainError } from "../../src/sdk/errors.ts";
 import {
+  amendLicense,
   ensureDepartmentKey,
   forgetSelf,
   grantConsent,
@@ -254,10 +255,110 @@ describe("licenses on one node", () => {
     reads.push({ dept: "police", id: issued.id });
   });
 
-  test("a replayed consent statement is refused", async () => {
-    // A statement signed for sequence 0 was used by the grant; the subject is now at 2.
+  test("an amendment is a new version; the old one stays, consents carry over when the issuer keeps them", async () => {
+    const base = {
+      holderName: "Zhang San",
+      holderCode: citizenId("99010119900307123"),
+      content: { number: "R-0005", birthDate: "1990-03-07", address: "5 Old Street", district: "Xihu" },
+    };
+    const first = await issueLicense(police, {
+      ...base,
+      typeCode,
+      serial: "20260000005",
+      holder: pseudonym,
+      holderCodeType: "111",
+    });
+    await grantConsent(tax, holder, first.licenseKey, "tax");
+    await expectCode(
+      amendLicense(tax, {
+        ...base,
+        licenseKey: first.licenseKey,
+        content: { ...base.content, address: "x" },
+      }),
+      "POLICY_DENIED",
+    );
+    const second = await amendLicense(police, {
+      ...base,
+      licenseKey: first.licenseKey,
+      content: { ...base.content, address: "6 New Street" },
+      keepConsents: ["tax"],
+    });
+    assert.match(second.id, /\.002\.[0-9A-Z]$/);
+    const old = (await tax.request<{ current: boolean; version: number }>("GET", `/v1/licenses/${first.id}`))
+      .body;
+    assert.deepEqual([old.current, old.version], [false, 1]);
+    const now = (await tax.request<{ id: string }>("GET", `/v1/licenses/${first.licenseKey}`)).body;
+    assert.equal(now.id, second.id);
+    const mine = await openLicense(police, second.id, ["address"]);
+    reads.push({ dept: "police", id: second.id });
+    assert.equal(mine.fields.address, "6 New Street");
+    const theirs = await openLicense(tax, first.licenseKey);
+    reads.push({ dept: "tax", id: second.id });
+    assert.deepEqual(Object.keys(theirs.fields).sort(), ["holderCode", "holderName"]);
+    const history = (
+      await tax.request<{ events: Array<{ event: string }> }>(
+        "GET",
+        `/v1/licenses/${first.licenseKey}/history`,
+      )
+    ).body;
+    assert.deepEqual(
+      history.events.map((e) => e.event),
+      ["issue", "consent.grant", "amend"],
+    );
+  });
+
+  test("a license past its validity is expired for readers and verifiers", async () => {
+    const dayMs = 86_400_000;
+    const lapsed = await issueLicense(police, {
+      typeCode,
+      serial: "20260000006",
+      holder: pseudonym,
+      holderCodeType: "111",
+      holderName: "Zhang San",
+      holderCode: citizenId("99010119900307123"),
+      content: { number: "R-0006", birthDate: "1990-03-07", address: "x", district: "Xihu" },
+      validFromMs: Date.now() - 2 * dayMs,
+      validUntilMs: Date.now() - dayMs,
+    });
+    const view = (
+      await tax.request<{ status: string; storedStatus: string }>("GET", `/v1/licenses/${lapsed.id}`)
+    ).body;
+    assert.deepEqual([view.status, view.storedStatus], ["expired", "valid"]);
+    assert.equal((await verifyLicense(tax, lapsed.id)).status, "expired");
+    assert.equal((await verifyLicense(tax, lapsed.id, { nowMs: Date.now() - 1.5 * dayMs })).status, "valid");
+  });
+
+  test("a replayed or foreign consent statement is refused", async () => {
+    const { encodeSubjectStatement } = await import("../../src/core/license/statement.ts");
     const subject = (await tax.request<{ nextSeq: number }>("GET", `/v1/subjects/${pseudonym}`)).body;
-    assert.equal(subject.nextSeq, 2);
+    assert.ok(subject.nextSeq >= 3);
+    // A withdrawal the holder signed for an earlier sequence number: already used, so refused.
+    const statement = (seq: number, chainId = "citychain-dev") =>
+      encodeSubjectStatement({
+        chainId,
+        pseudonym,
+        seq,
+        action: "consent.withdraw",
+        licenseKey: issued.licenseKey,
+        dept: "tax",
+        wrappedKeyHash: new Uint8Array(0),
+        untilMs: null,
+      });
+    const old = statement(1);
+    await expectCode(
+      tax.send("license.consent.withdraw", { statement: old, signature: await holder.sign(old) }),
+      "CONFLICT",
+    );
+    const elsewhere = statement(subject.nextSeq, "another-chain");
+    await expectCode(
+      tax.send("license.consent.withdraw", { statement: elsewhere, signature: await holder.sign(elsewhere) }),
+      "PAYLOAD_INVALID",
+    );
+    const forged = statement(subject.nextSeq);
+    await expectCode(
+      tax.send("license.consent.withdraw", { statement: forged, signature: new Uint8Array(64).fill(1) }),
+      "SIGNATURE_INVALID",
+    );
   });
 
   test("a proof verifies offline and a tampered one does not", async () => {
@@ -303,25 +404,31 @@ describe("licenses on one node", () => {
     );
   });
 
-  test("search by holder and status runs on the index", async () => {
-    const byHolder = (
-      await tax.request<{ items: Array<{ id: string; status: string }> }>(
-        "GET",
-        `/v1/licenses?holder=${pseudonym}`,
-      )
-    ).body;
+  test("search by holder and status runs on the index, page by page", async () => {
+    type Page = { items: Array<{ id: string; status: string; holder: string }>; nextCursor: string | null };
+    const byHolder = (await tax.request<Page>("GET", `/v1/licenses?holder=${pseudonym}`)).body;
+    assert.equal(byHolder.items.length, 3);
+    assert.ok(byHolder.items.every((i) => i.holder === pseudonym));
+    assert.equal(byHolder.items[2]!.id, issued.id, "newest first");
+    assert.deepEqual(byHolder.items.map((i) => i.status).sort(), ["expired", "revoked", "valid"]);
+    for (const status of ["revoked", "valid", "expired", "suspended"]) {
+      const page = (await tax.request<Page>("GET", `/v1/licenses?status=${status}&type=${typeCode}`)).body;
+      assert.equal(page.items.length, status === "suspended" ? 0 : 1, status);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const query: string = cursor === null ? "" : `&cursor=${encodeURIComponent(cursor)}`;
+      const page: Page = (await tax.request<Page>("GET", `/v1/licenses?holder=${pseudonym}&limit=1${query}`))
+        .body;
+      seen.push(...page.items.map((i) => i.id));
+      cursor = page.nextCursor;
+    } while (cursor !== null && seen.length < 10);
     assert.deepEqual(
+      seen,
       byHolder.items.map((i) => i.id),
-      [issued.id],
     );
-    const revoked = (
-      await tax.request<{ items: unknown[] }>("GET", `/v1/licenses?status=revoked&type=${typeCode}`)
-    ).body;
-    assert.equal(revoked.items.length, 1);
-    const valid = (
-      await tax.request<{ items: unknown[] }>("GET", `/v1/licenses?status=valid&type=${typeCode}`)
-    ).body;
-    assert.equal(valid.items.length, 0);
+    await expectCode(tax.request("GET", "/v1/licenses?cursor=bm9wZQ"), "BAD_REQUEST", "cursor");
   });
 
   test("the access trail lists every read made, for the auditor", async () => {
@@ -338,18 +445,22 @@ describe("licenses on one node", () => {
     const taxAuditor = await net.clientFor("tax.auditor");
     const own = (await taxAuditor.request<{ items: typeof items }>("GET", "/v1/access-trail")).body.items;
     assert.deepEqual(
-      own.map((i) => i.readerDept),
-      ["tax"],
+      own.map((i) => ({ dept: i.readerDept, id: i.licenseId })),
+      reads.filter((r) => r.dept === "tax"),
     );
     await expectCode(taxAuditor.request("GET", "/v1/access-trail?dept=police"), "FORBIDDEN", "dept");
   });
 
   test("the holder lists their own licenses and who read their data, with their own key only", async () => {
     const mine = await myLicenses(tax, holder);
+    const all = (
+      await tax.request<{ items: Array<{ id: string }> }>("GET", `/v1/licenses?holder=${pseudonym}`)
+    ).body;
     assert.deepEqual(
       mine.items.map((i) => i.id),
-      [issued.id],
+      all.items.map((i) => i.id),
     );
+    assert.ok(mine.items.some((i) => i.id === issued.id));
     const trail = await whoReadMyData(police, holder);
     assert.deepEqual(
       trail.items.map((i) => ({ dept: i.readerDept, id: i.licenseId })),

@@ -569,7 +569,8 @@ const amend: TxHandler = (call) => {
     "wrappedKeys",
   ]);
   const id = readString(p, "id", /^[0-9A-Za-z.]{1,128}$/, 128);
-  const parts = parseIdForIssuer(call, id);
+  // The license key carries the issuer code, and only the issuing department may amend.
+  const parts = parseLicenseId(id);
   const licenseKey = licenseKeyOf(parts);
   const head = readHead(call, licenseKey);
   const type = readLicenseType(call, head.typeCode);
