@@ -13,6 +13,7 @@ import type { Validator } from "../core/block.ts";
 import { checkGenesis } from "../core/genesis.ts";
 import { licenseKeyOf, parseLicenseId, usccCheckChar } from "../core/license/identifier.ts";
 import { canonicalJson, type JsonObject } from "../core/license/json.ts";
+import { defaultRules } from "../core/license/policy.ts";
 import type { PolicyRule } from "../core/license/records.ts";
 import { readGenesisFile } from "../node/genesis-file.ts";
 import { nodeX509 } from "../node/x509-port.ts";
@@ -218,27 +219,10 @@ const sampleTypes: readonly SampleType[] = [
   },
 ];
 
+/** The default policy with `extra` rules placed before the catch-all query rule. */
 function defaultRulesWith(extra: readonly PolicyRule[]): PolicyRule[] {
-  return [
-    {
-      id: "issuers-issue",
-      effect: "allow",
-      dept: "$issuers",
-      roles: ["officer", "admin"],
-      actions: ["issue"],
-      fields: [],
-    },
-    {
-      id: "issuer-manage",
-      effect: "allow",
-      dept: "$issuer",
-      roles: ["officer", "admin"],
-      actions: ["amend", "suspend", "revoke", "query", "decrypt"],
-      fields: ["*"],
-    },
-    ...extra,
-    { id: "members-query", effect: "allow", dept: "*", roles: ["*"], actions: ["query"], fields: [] },
-  ];
+  const rules = defaultRules();
+  return [...rules.slice(0, -1), ...extra, ...rules.slice(-1)];
 }
 
 /** A synthetic 18-digit citizen ID (region 99xxxx does not exist) with its MOD 11-2 check digit. */

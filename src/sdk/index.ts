@@ -6,6 +6,8 @@
 
 export { verifyMerkleProof } from "../core/merkle.ts";
 export { proofFromJson, verifyProof } from "../core/smt-proof.ts";
+export { encodeLicenseQr, parseLicenseQr } from "../license/qr.ts";
+export { buildLicenseCredential, readStatusBit } from "../license/vc.ts";
 export {
   type BlockJson,
   CitychainClient,
@@ -14,8 +16,43 @@ export {
   type TxStatusJson,
 } from "./client.ts";
 export { CitychainError } from "./errors.ts";
+export {
+  type AmendInput,
+  amendLicense,
+  ensureDepartmentKey,
+  forgetSelf,
+  grantConsent,
+  type IssueInput,
+  type IssueResult,
+  issueLicense,
+  type LicenseProofJson,
+  type LicenseProofsJson,
+  licenseType,
+  localSubjectKeys,
+  myLicenses,
+  openLicense,
+  type SubjectKeyHolder,
+  setLicenseStatus,
+  type VerifiedLicense,
+  verifyLicense,
+  verifyLicenseProof,
+  verifyLicenseProofs,
+  verifyLicenses,
+  whoReadMyData,
+  withdrawConsent,
+} from "./licenses.ts";
+export {
+  contentHash,
+  generateEncryptionKeyPair,
+  generateSigningKeyPair,
+  openPersonal,
+  pseudonymOf,
+  sealPersonal,
+} from "./sealing.ts";
 export { WebCryptoSigner } from "./signer.ts";
 export { type BuildTxInput, type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
+export { VaultClient } from "./vault-client.ts";
+export { vaultSubjectKeys } from "./vault-holder.ts";
 export {
   type StateResponse,
   type ValidatorJson,

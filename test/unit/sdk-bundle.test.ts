@@ -52,5 +52,16 @@ test("the SDK bundles for the browser without Node builtins", async () => {
     nowMs: 1_800_000_000_000,
   });
   assert.match(built.id, /^[0-9a-f]{64}$/);
+  // The license side of the SDK (sealing, consent, offline verification) is in the browser bundle too.
+  for (const name of [
+    "issueLicense",
+    "grantConsent",
+    "verifyLicenseProofs",
+    "sealPersonal",
+    "vaultSubjectKeys",
+  ] as const)
+    assert.equal(typeof sdk[name], "function", name);
+  const pair2 = await sdk.generateEncryptionKeyPair();
+  assert.equal(pair2.publicKey.length, 65);
   assert.ok(built.bytes.length > 100);
 });
