@@ -94,6 +94,26 @@ describe("citychain license and subject", () => {
         issuers: ["police"],
         personalFields: ["address"],
         validityDays: 3650,
+        rules: [
+          { id: "police-issue", effect: "allow", dept: "$issuers", roles: ["officer"], actions: ["issue"] },
+          {
+            id: "police-manage",
+            effect: "allow",
+            dept: "$issuer",
+            roles: ["officer", "admin"],
+            actions: ["suspend", "revoke", "query", "decrypt"],
+            fields: ["*"],
+          },
+          {
+            id: "tax-read",
+            effect: "allow",
+            dept: "tax",
+            roles: ["officer"],
+            actions: ["decrypt"],
+            fields: ["*"],
+          },
+          { id: "members-query", effect: "allow", dept: "*", roles: ["*"], actions: ["query"] },
+        ],
       }),
     );
     fs.writeFileSync(
@@ -247,6 +267,28 @@ describe("citychain license and subject", () => {
     );
   });
 
+  test("the department publishes its key, the holder grants with their own keys, the department opens", async () => {
+    const tax = as("tax.officer");
+    ok(await cli(["subject", "department-key", issued.holder, ...tax, "--json"]));
+    const keys = ["--keys-dir", path.join(dir, "holder-keys")];
+    ok(
+      await cli([
+        "subject",
+        "grant",
+        "--license",
+        issued.licenseKey,
+        "--dept",
+        "tax",
+        ...keys,
+        ...tax,
+        "--json",
+      ]),
+    );
+    const opened = ok(await cli(["license", "open", issued.id, ...tax, "--json"]));
+    assert.equal(opened.basis, "consent");
+    assert.deepEqual(opened.fields, { holderName: "Zhang San", holderCode, address: "1 Lake Road" });
+  });
+
   test("revoked: verify exits 3 and says so", async () => {
     ok(
       await cli([
@@ -290,7 +332,7 @@ describe("citychain license and subject", () => {
     }
     assert.deepEqual(
       program.commands.find((c) => c.name() === "subject")!.commands.map((c) => c.name()),
-      ["pseudonym", "register", "show", "grant", "withdraw", "licenses", "trail", "forget"],
+      ["pseudonym", "register", "show", "department-key", "grant", "withdraw", "licenses", "trail", "forget"],
     );
   });
 });

@@ -22,6 +22,7 @@ import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { readSecretFile, writeSecretFile } from "../../license/secret-file.ts";
 import type { CitychainClient } from "../../sdk/client.ts";
 import {
+  ensureDepartmentKey,
   forgetSelf,
   grantConsent,
   localSubjectKeys,
@@ -335,6 +336,19 @@ export function registerSubjectCommands(program: Command): void {
     ).body;
     emit(flags, record, () => [
       `${pseudonym}: ${record.status}, custody ${record.custody}, next statement ${record.nextSeq}, since height ${record.sinceHeight}`,
+    ]);
+  });
+
+  withOutputOptions(
+    subject
+      .command("department-key <pseudonym>")
+      .description("as a department: publish your key for this subject, so the holder can grant you access"),
+  ).action(async (pseudonym: string, flags: ClientFlags & OutputFlags) => {
+    checkPseudonym(pseudonym, "pseudonym");
+    const client = await clientFromFlags(flags);
+    const publicKey = await ensureDepartmentKey(client, pseudonym);
+    emit(flags, { pseudonym, publicKey: toBase64(publicKey) }, () => [
+      `your department's key for ${pseudonym} is on chain`,
     ]);
   });
 
