@@ -96,7 +96,11 @@ async function submitAll(client: CitychainClient, txs: readonly Uint8Array[]): P
   let ok = 0;
   await lanes(
     connections,
-    () => (next < txs.length ? txs.slice(next, (next += batchSize)) : undefined),
+    () => {
+      if (next >= txs.length) return undefined;
+      next += batchSize;
+      return txs.slice(next - batchSize, next);
+    },
     async (batch) => {
       const results = await client.submitBatch(batch, { wait: true, waitMs: 60_000 });
       ok += results.filter((r) => r.status === "committed" && r.code === "OK").length;

@@ -1,6 +1,6 @@
 import type { HandlerRegistry, TxHandler } from "../execution.ts";
-import { configHandlers } from "./config.ts";
 import { licenseHandlers } from "../license/handlers.ts";
+import { configHandlers } from "./config.ts";
 import { kvHandlers } from "./kv.ts";
 
 /** The built-in transaction types. A type is consensus: adding one is a protocol upgrade. */

@@ -131,7 +131,8 @@ export function iso7064Mod37_36CheckChar(payload: string): string {
   let p = iso7064Modulus;
   for (const character of payload) {
     const value = iso7064Alphabet.indexOf(character);
-    assert(value >= 0, `MOD 37,36 payload character ${quote(character)} outside 0-9 A-Z`);
+    // The message is built only on failure: this loop runs for every identifier a node reads.
+    if (value < 0) assert(false, `MOD 37,36 payload character ${quote(character)} outside 0-9 A-Z`);
     const s = (p + value) % iso7064Modulus || iso7064Modulus;
     p = (2 * s) % (iso7064Modulus + 1);
   }
@@ -234,7 +235,8 @@ export function usccCheckChar(body: string): string {
   let sum = 0;
   for (let index = 0; index < 17; index++) {
     const value = usccAlphabet.indexOf(body[index]!);
-    assert(value >= 0, `unified social credit code character ${quote(body[index]!)} outside GB 32100`);
+    if (value < 0)
+      assert(false, `unified social credit code character ${quote(body[index]!)} outside GB 32100`);
     sum += value * usccWeights[index]!;
   }
   return usccAlphabet[(usccModulus - (sum % usccModulus)) % usccModulus]!;
