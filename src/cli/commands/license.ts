@@ -11,8 +11,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Command } from "commander";
+import type { Validator } from "../../core/block.ts";
 import { type Canonical, fromHex, toHex } from "../../core/encoding.ts";
 import { CodedError } from "../../core/errors.ts";
+import { checkGenesis } from "../../core/genesis.ts";
 import {
   licenseIdLengthMax,
   licenseIdRoot,
@@ -23,7 +25,10 @@ import {
   validateHolderCode,
 } from "../../core/license/identifier.ts";
 import { canonicalJson, isJsonObject, type JsonObject } from "../../core/license/json.ts";
+import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { encodeLicenseQr, parseLicenseQr } from "../../license/qr.ts";
+import { readGenesisFile } from "../../node/genesis-file.ts";
+import { nodeX509 } from "../../node/x509-port.ts";
 import type { CitychainClient } from "../../sdk/client.ts";
 import { CitychainError } from "../../sdk/errors.ts";
 import { issueLicense, openLicense, setLicenseStatus, verifyLicense } from "../../sdk/licenses.ts";
@@ -275,13 +280,34 @@ async function issue(
   ]);
 }
 
-async function verify(ref: string | undefined, flags: ClientFlags & OutputFlags & { qr?: string }) {
+/**
+ * The validator set a verifier trusts: a genesis.json given with --genesis, else the local network's
+ * (with --network); only without either is it the set the answering node reports, and we say so.
+ */
+function trustedValidators(flags: ClientFlags & { genesis?: string }): Validator[] | undefined {
+  const file =
+    flags.genesis ??
+    (flags.network === undefined
+      ? undefined
+      : path.join(readNetworkLayout(flags.network).nodes[0]!.dir, "genesis.json"));
+  if (file === undefined) {
+    process.stderr.write("note: trusting the validator set the node reports; pass --genesis to anchor it\n");
+    return undefined;
+  }
+  return checkGenesis(readGenesisFile(file), nodeX509);
+}
+
+async function verify(
+  ref: string | undefined,
+  flags: ClientFlags & OutputFlags & { qr?: string; genesis?: string },
+) {
   if ((ref === undefined) === (flags.qr === undefined))
     bad("give one of: a license id or key, or --qr", "id");
   const scanned = flags.qr === undefined ? undefined : parseLicenseQr(flags.qr);
   const id = scanned?.licenseId ?? checkLicenseRef(ref!);
   const client = await clientFromFlags(flags);
-  const verified = await verifyLicense(client, id);
+  const trusted = trustedValidators(flags);
+  const verified = await verifyLicense(client, id, trusted === undefined ? {} : { trusted });
   if (scanned !== undefined) {
     if (scanned.chainId !== (await client.chainId()))
       throw new VerificationError(`qr.chainId: the QR code is for chain ${scanned.chainId}`);
@@ -516,7 +542,11 @@ export function registerLicenseCommands(program: Command): void {
       .description(
         "check a license's proof against the validators' commit; exit 0 valid, 3 not valid, 1 error",
       )
-      .option("--qr <payload>", "a scanned CCL1:… payload instead of an id: also checks its content hash"),
+      .option("--qr <payload>", "a scanned CCL1:… payload instead of an id: also checks its content hash")
+      .option(
+        "--genesis <file>",
+        "trust the validators of this genesis.json (default with --network: its genesis)",
+      ),
   ).action(verify);
 
   withOutputOptions(license.command("history <id>").description("a license's events, oldest first")).action(
