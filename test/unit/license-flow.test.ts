@@ -5,11 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { formatLicenseId, usccCheckChar } from "../../src/core/license/identifier.ts";
+import { formatLicenseId } from "../../src/core/license/identifier.ts";
 import { canonicalJson } from "../../src/core/license/json.ts";
 import { readStatusBit } from "../../src/license/vc.ts";
 import type { CitychainClient } from "../../src/sdk/client.ts";
-import { CitychainError } from "../../src/sdk/errors.ts";
 import {
   amendLicense,
   ensureDepartmentKey,
@@ -31,36 +30,8 @@ import {
 import { generateEncryptionKeyPair, generateSigningKeyPair } from "../../src/sdk/sealing.ts";
 import { validatorsFromJson } from "../../src/sdk/verify.ts";
 import { auditDataDir } from "../../src/storage/audit.ts";
+import { citizenId, expectCode, policeCode, setUpResidenceCatalogue, typeCode } from "../helpers/licenses.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
-
-const uscc = (body17: string) => body17 + usccCheckChar(body17);
-const policeCode = uscc("11330100MB0000001");
-const taxCode = uscc("11330100MB0000002");
-const typeCode = `${policeCode}001`;
-
-const residenceSchema = {
-  type: "object",
-  properties: {
-    number: { type: "string", minLength: 1, maxLength: 32 },
-    birthDate: { type: "string", format: "date" },
-    address: { type: "string", minLength: 1, maxLength: 200 },
-    district: { type: "string", minLength: 1, maxLength: 64 },
-  },
-  required: ["number", "birthDate", "address", "district"],
-  additionalProperties: false,
-};
-
-async function expectCode(promise: Promise<unknown>, code: string, field?: string): Promise<CitychainError> {
-  try {
-    await promise;
-  } catch (error) {
-    assert.ok(error instanceof CitychainError, `expected CitychainError, got ${String(error)}`);
-    assert.equal(error.code, code, error.message);
-    if (field !== undefined) assert.equal(error.field, field, error.message);
-    return error;
-  }
-  assert.fail(`expected ${code}`);
-}
 
 describe("licenses on one node", () => {
   let net: TestNetwork;
@@ -73,46 +44,9 @@ describe("licenses on one node", () => {
 
   before(async () => {
     net = await startTestNetwork();
-    const admin = await net.clientFor("infocenter.admin");
     police = await net.clientFor("police.officer");
     tax = await net.clientFor("tax.officer");
-    await admin.send("license.issuer.set", { dept: "police", creditCode: policeCode, areaCode: "330100" });
-    await admin.send("license.issuer.set", { dept: "tax", creditCode: taxCode, areaCode: "330100" });
-    const policeAdmin = await net.clientFor("police.admin");
-    await policeAdmin.send("license.type.register", {
-      code: typeCode,
-      name: "Residence certificate",
-      schema: canonicalJson(residenceSchema),
-      issuers: ["police"],
-      personalFields: ["birthDate", "address"],
-      validityDays: 3650,
-      rules: [
-        {
-          id: "police-issue",
-          effect: "allow",
-          dept: "$issuers",
-          roles: ["officer", "admin"],
-          actions: ["issue"],
-        },
-        {
-          id: "police-manage",
-          effect: "allow",
-          dept: "$issuer",
-          roles: ["officer", "admin"],
-          actions: ["amend", "suspend", "revoke", "query", "decrypt"],
-          fields: ["*"],
-        },
-        {
-          id: "tax-name-number",
-          effect: "allow",
-          dept: "tax",
-          roles: ["officer"],
-          actions: ["decrypt"],
-          fields: ["holderName", "holderCode"],
-        },
-        { id: "members-query", effect: "allow", dept: "*", roles: ["*"], actions: ["query"] },
-      ],
-    });
+    await setUpResidenceCatalogue(net);
     // A citizen with keys of their own.
     const enc = await generateEncryptionKeyPair();
     const sig = await generateSigningKeyPair();
@@ -509,10 +443,3 @@ describe("licenses on one node", () => {
     assert.equal(report.ok, true, JSON.stringify(report));
   });
 });
-
-/** A syntactically valid (synthetic) 18-character citizen ID: 17 digits and the MOD 11-2 check. */
-function citizenId(body17: string): string {
-  const weights = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-  const sum = [...body17].reduce((s, c, i) => s + Number(c) * weights[i]!, 0);
-  return body17 + "10X98765432"[sum % 11];
-}

@@ -11,8 +11,6 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { FastifyInstance } from "fastify";
 import { decodeCanonical } from "../../src/core/encoding.ts";
-import { usccCheckChar } from "../../src/core/license/identifier.ts";
-import { canonicalJson } from "../../src/core/license/json.ts";
 import { type LicenseVersion, licenseKeys, type WrappedKey } from "../../src/core/license/records.ts";
 import { keyNodeFiles } from "../../src/license/key-node.ts";
 import type { CitychainClient, FetchLike } from "../../src/sdk/client.ts";
@@ -36,73 +34,17 @@ import {
   openVault,
   vaultFiles,
 } from "../../src/vault/index.ts";
+import { setUpResidenceCatalogue, typeCode } from "../helpers/licenses.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
 
-const uscc = (body17: string) => body17 + usccCheckChar(body17);
-const policeCode = uscc("11330100MB0000001");
-const taxCode = uscc("11330100MB0000002");
-const typeCode = `${policeCode}001`;
 /** How long to wait for the key node's access-trail batch to reach a block. */
 const trailWaitMs = 10_000;
-
-const residenceSchema = {
-  type: "object",
-  properties: {
-    number: { type: "string", minLength: 1, maxLength: 32 },
-    birthDate: { type: "string", format: "date" },
-    address: { type: "string", minLength: 1, maxLength: 200 },
-    district: { type: "string", minLength: 1, maxLength: 64 },
-  },
-  required: ["number", "birthDate", "address", "district"],
-  additionalProperties: false,
-};
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
   await assert.rejects(promise, (error: unknown) => {
     assert.ok(error instanceof CitychainError, `expected CitychainError, got ${String(error)}`);
     assert.equal(error.code, code, error.message);
     return true;
-  });
-}
-
-/** The catalogue of license-flow.test.ts: police issue residence certificates, tax may read name and number. */
-async function setUpCatalogue(net: TestNetwork): Promise<void> {
-  const admin = await net.clientFor("infocenter.admin");
-  await admin.send("license.issuer.set", { dept: "police", creditCode: policeCode, areaCode: "330100" });
-  await admin.send("license.issuer.set", { dept: "tax", creditCode: taxCode, areaCode: "330100" });
-  await (await net.clientFor("police.admin")).send("license.type.register", {
-    code: typeCode,
-    name: "Residence certificate",
-    schema: canonicalJson(residenceSchema),
-    issuers: ["police"],
-    personalFields: ["birthDate", "address"],
-    validityDays: 3650,
-    rules: [
-      {
-        id: "police-issue",
-        effect: "allow",
-        dept: "$issuers",
-        roles: ["officer", "admin"],
-        actions: ["issue"],
-      },
-      {
-        id: "police-manage",
-        effect: "allow",
-        dept: "$issuer",
-        roles: ["officer", "admin"],
-        actions: ["amend", "suspend", "revoke", "query", "decrypt"],
-        fields: ["*"],
-      },
-      {
-        id: "tax-name-number",
-        effect: "allow",
-        dept: "tax",
-        roles: ["officer"],
-        actions: ["decrypt"],
-        fields: ["holderName", "holderCode"],
-      },
-      { id: "members-query", effect: "allow", dept: "*", roles: ["*"], actions: ["query"] },
-    ],
   });
 }
 
@@ -160,7 +102,7 @@ describe("licenses of a vault-custody holder", () => {
     counter = await net.clientFor("infocenter.officer");
     police = await net.clientFor("police.officer");
     tax = await net.clientFor("tax.officer");
-    await setUpCatalogue(net);
+    await setUpResidenceCatalogue(net);
   });
 
   after(async () => {
