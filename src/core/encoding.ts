@@ -78,6 +78,26 @@ export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical 
   return value as Canonical;
 }
 
+/**
+ * Decodes a record this node's own execution wrote to world state: strict and bounded like
+ * decodeCanonical, without re-encoding to compare. The bytes came out of encodeCanonical, and the
+ * state root that covers them is checked against the chain at start and by `citychain verify`; the
+ * comparison would double the cost of every state read for nothing.
+ */
+export function decodeStoredCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
+  if (bytes.length > bytesMax) {
+    throw new CodedError("BAD_ENCODING", `stored value is ${bytes.length} bytes, limit ${bytesMax}`);
+  }
+  let value: unknown;
+  try {
+    value = cborDecode(bytes, decodeOptions);
+  } catch (error) {
+    throw new CodedError("BAD_ENCODING", `not valid CBOR: ${(error as Error).message}`);
+  }
+  checkDepth(value, 0);
+  return value as Canonical;
+}
+
 function checkDepth(value: unknown, depth: number): void {
   if (depth > canonicalDepthMax) refuse(`nesting deeper than ${canonicalDepthMax}`);
   if (Array.isArray(value)) {

@@ -4,7 +4,7 @@
  * CBOR, so every node reads "is this identity valid" from the ledger alone.
  */
 import { type Validator, validatorsToCanonical } from "./block.ts";
-import { type Canonical, decodeCanonical, encodeCanonical } from "./encoding.ts";
+import { type Canonical, decodeStoredCanonical, encodeCanonical } from "./encoding.ts";
 import { CodedError } from "./errors.ts";
 import type { StateReader } from "./state.ts";
 
@@ -74,7 +74,7 @@ export function readRecord(state: StateReader, key: string): Canonical | undefin
   if (known !== undefined) return known;
   let value: Canonical;
   try {
-    value = decodeCanonical(bytes, 1024 * 1024);
+    value = decodeStoredCanonical(bytes, 1024 * 1024);
   } catch {
     throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
   }

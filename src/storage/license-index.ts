@@ -36,6 +36,8 @@ CREATE INDEX IF NOT EXISTS access_trail_by_time ON access_trail (read_at_ms, seq
 `;
 
 export const licensePageSizeMax = 500;
+/** Distinct search shapes kept prepared (filters present or not, and how many type codes). */
+const searchStatementsMax = 256;
 
 export interface LicenseSearch {
   readonly holder?: string;
@@ -139,6 +141,19 @@ export class LicenseIndex {
     return row === undefined ? undefined : toLicense(row);
   }
 
+  /** Statements by SQL text: a search's SQL depends only on which filters it uses (few shapes). */
+  private readonly searchStatements = new Map<string, Database.Statement>();
+
+  private statement(sql: string): Database.Statement {
+    let statement = this.searchStatements.get(sql);
+    if (statement === undefined) {
+      if (this.searchStatements.size >= searchStatementsMax) this.searchStatements.clear();
+      statement = this.db.prepare(sql);
+      this.searchStatements.set(sql, statement);
+    }
+    return statement;
+  }
+
   search(q: LicenseSearch): Page<LicenseRow> {
     const where: string[] = [];
     const args: Record<string, string | number> = { limit: Math.min(q.limit, licensePageSizeMax) + 1 };
@@ -181,7 +196,7 @@ export class LicenseIndex {
     }
     const sql = `SELECT * FROM licenses ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY first_issued_ms DESC, license_key DESC LIMIT @limit`;
-    const rows = (this.db.prepare(sql).all(args) as RawLicense[]).map(toLicense);
+    const rows = (this.statement(sql).all(args) as RawLicense[]).map(toLicense);
     const limit = args.limit as number;
     if (rows.length < limit) return { items: rows, nextCursor: null };
     rows.pop();
@@ -249,7 +264,7 @@ export class LicenseIndex {
     }
     const sql = `SELECT * FROM access_trail ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY seq LIMIT @limit`;
-    const rows = (this.db.prepare(sql).all(args) as RawTrail[]).map(toTrail);
+    const rows = (this.statement(sql).all(args) as RawTrail[]).map(toTrail);
     const limit = args.limit as number;
     if (rows.length < limit) return { items: rows, nextCursor: null };
     rows.pop();

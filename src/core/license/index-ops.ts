@@ -5,7 +5,7 @@
  * written in the same storage transaction as the block, so they never lag or lead the ledger.
  */
 import type { Canonical } from "../encoding.ts";
-import { decodeCanonical } from "../encoding.ts";
+import { decodeStoredCanonical } from "../encoding.ts";
 import type { BlockExecution } from "../execution.ts";
 import type { StateReader } from "../state.ts";
 import type { AccessTrailEntry, LicenseHead, LicenseVersion } from "./records.ts";
@@ -54,7 +54,7 @@ const headPrefix = "lic/l/";
 
 function decodeRecord<T>(bytes: Uint8Array | null | undefined): T | undefined {
   if (bytes === null || bytes === undefined) return undefined;
-  return decodeCanonical(bytes, 1024 * 1024) as unknown as T;
+  return decodeStoredCanonical(bytes, 1024 * 1024) as unknown as T;
 }
 
 type ResultData = { readonly [key: string]: Canonical } | null;
