@@ -28,6 +28,8 @@ const { values: args } = parseArgs({
     "block-interval-ms": { type: "string", default: "25" },
     /** Offered rate of the latency phase; default half the measured saturation rate. */
     rate: { type: "string" },
+    /** Length of the latency phase; 0 skips it (e.g. to profile saturation alone). */
+    "latency-seconds": { type: "string", default: "10" },
   },
 });
 const nodeCount = Number(args.nodes);
@@ -167,11 +169,12 @@ async function main() {
     // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
     // from its batch's send to the node's commit answer.
     const rate = args.rate === undefined ? Math.max(100, Math.floor(tps / 2)) : Number(args.rate);
-    const seconds = 10;
+    const seconds = Number(args["latency-seconds"]);
     const perTick = Math.max(1, Math.round(rate / 100));
     const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
     const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
     const latencies: number[] = [];
+    if (seconds === 0) return;
     const lat = await measure(pid, async () => {
       const inflight: Promise<void>[] = [];
       const start = performance.now();

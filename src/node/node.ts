@@ -12,8 +12,8 @@ import {
   voteSigningBytes,
   voteTypePrecommit,
 } from "../core/block.ts";
-import { bytesEqual } from "../core/encoding.ts";
-import { CodedError } from "../core/errors.ts";
+import { bytesEqual, encodeCanonical } from "../core/encoding.ts";
+import { assert, CodedError } from "../core/errors.ts";
 import { findCertificate, type Identity, resolveIdentity } from "../core/identity.ts";
 import { decodeTx, type Tx } from "../core/tx.ts";
 import type { Clock } from "./clock.ts";
@@ -232,10 +232,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     if (list.length === 0) this.waiters.delete(txId);
   }
 
-  private notify(txId: string): void {
+  private notify(txId: string, known?: TxStatus): void {
     const list = this.waiters.get(txId);
     if (list === undefined) return;
-    const status = this.status(txId);
+    const status = known ?? this.status(txId);
     for (const w of [...list]) w.resolve(status);
   }
 
@@ -288,9 +288,24 @@ export class ChainNode extends EventEmitter<NodeEvents> {
       });
       this.notify(r.txId);
     }
-    for (const tx of prepared.execution.included) {
+    const height = prepared.block.header.height;
+    const { included, results } = prepared.execution;
+    assert(included.length === results.length, "one result per included transaction");
+    for (let index = 0; index < included.length; index++) {
+      const tx = included[index]!;
+      const result = results[index]!;
       this.mempool.remove(tx.id);
-      this.notify(tx.id);
+      if (!this.waiters.has(tx.id)) continue;
+      // The block's own results, not a read back from the store: the store holds the same.
+      this.notify(tx.id, {
+        txId: tx.id,
+        status: "committed",
+        height,
+        index,
+        code: result.code,
+        message: result.message,
+        data: encodeCanonical(result.data),
+      });
     }
     this.emit("block", prepared.block);
   }
