@@ -163,7 +163,8 @@ async function main() {
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
-        ` nodes ${sat.nodeCores.toFixed(2)} cores, load generator ${sat.loadgenCores.toFixed(2)} cores\n`,
+        ` nodes ${sat.nodeCores.toFixed(2)} cores (${((sat.nodeCores * sat.seconds * 1e6) / committed).toFixed(0)} CPU µs per tx),` +
+        ` load generator ${sat.loadgenCores.toFixed(2)} cores\n`,
     );
 
     // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
