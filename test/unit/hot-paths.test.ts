@@ -10,6 +10,7 @@ import { describe, it } from "node:test";
 import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
 import { toHex } from "../../src/core/encoding.ts";
 import { sha256 } from "../../src/core/hash.ts";
+import { isCanonicalP256Signature } from "../../src/core/signature.ts";
 import { ChainStore } from "../../src/storage/chain-store.ts";
 
 describe("core SHA-256", () => {
@@ -46,5 +47,42 @@ describe("chain store", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("low-S signature form", () => {
+  const order = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+  const half = order >> 1n;
+  const scalar = (v: bigint) => Uint8Array.from(Buffer.from(v.toString(16).padStart(64, "0"), "hex"));
+  const reference = (sig: Uint8Array) => {
+    const r = BigInt(`0x${Buffer.from(sig.subarray(0, 32)).toString("hex")}`);
+    const s = BigInt(`0x${Buffer.from(sig.subarray(32)).toString("hex")}`);
+    return r > 0n && r < order && s > 0n && s <= half;
+  };
+
+  it("agrees with the BigInt rule at every boundary and on mutated random signatures", () => {
+    const edges = [0n, 1n, 2n, half - 1n, half, half + 1n, order - 1n, order, order + 1n, 2n ** 256n - 1n];
+    for (const r of edges) {
+      for (const s of edges) {
+        const sig = new Uint8Array(64);
+        sig.set(scalar(r), 0);
+        sig.set(scalar(s), 32);
+        assert.equal(isCanonicalP256Signature(sig), reference(sig), `r=${r} s=${s}`);
+      }
+    }
+    let seed = 12345;
+    const next = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed >>> 16;
+    };
+    for (let n = 0; n < 2000; n++) {
+      const sig = Uint8Array.from({ length: 64 }, () => next() & 0xff);
+      // Bias towards the bounds: copy a prefix of the order or half order into r or s.
+      const bound = scalar(n % 2 === 0 ? order : half);
+      const at = n % 3 === 0 ? 0 : 32;
+      sig.set(bound.subarray(0, next() % 33), at);
+      assert.equal(isCanonicalP256Signature(sig), reference(sig));
+    }
+    assert.equal(isCanonicalP256Signature(new Uint8Array(63)), false);
   });
 });
