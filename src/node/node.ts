@@ -30,6 +30,12 @@ export interface NodeOptions {
   readonly commitWaitersMax: number;
   readonly mempool: MempoolOptions;
   /**
+   * Transactions this node puts in one block it makes, below the chain's blockTxsMax: building and
+   * re-executing a block must fit well inside timeoutProposeMs on a loaded machine (a 4,000-transaction
+   * burst took longer than 1 s and cost a round), and smaller blocks pipeline better.
+   */
+  readonly proposalTxsMax: number;
+  /**
    * "solo": this node is the chain's only validator and makes every block itself.
    * "consensus": blocks come from Tendermint rounds among the validators (src/node/network-node.ts).
    */
@@ -42,6 +48,7 @@ export const defaultNodeOptions: NodeOptions = {
   commitWaitMsMax: 60_000,
   commitWaitersMax: 100_000,
   mempool: defaultMempoolOptions,
+  proposalTxsMax: 2_000,
 };
 
 export type TxStatus =
@@ -87,6 +94,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     readonly options: NodeOptions = defaultNodeOptions,
   ) {
     super();
+    assert(options.proposalTxsMax >= 1, "a block this node makes holds at least one transaction");
     this.mempool = new Mempool(options.mempool);
     this.validatorId = validatorIdOf(signer.publicKeySpki);
     const height = ledger.height();
@@ -272,7 +280,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   /** The oldest pending transactions that fit in a block. */
   candidates(): Tx[] {
     const params = this.ledger.params();
-    return this.mempool.peek(params.blockTxsMax, params.blockBytesMax - 64 * 1024);
+    return this.mempool.peek(
+      Math.min(params.blockTxsMax, this.options.proposalTxsMax),
+      params.blockBytesMax - 64 * 1024,
+    );
   }
 
   /** After a block is durable: drop its transactions from the mempool and answer their waiters. */
