@@ -172,6 +172,8 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     // block may have committed it (it came back by gossip): either way it must not enter the mempool.
     if (this.mempool.has(tx.id) || this.ledger.store.isCommitted(tx.id)) return this.status(tx.id);
     this.mempool.add(tx);
+    // A peer's proposal carrying it finds this object, with its verdicts, instead of decoding again.
+    this.ledger.rememberDecoded(tx);
     this.rejected.delete(tx.id);
     this.onAdmitted?.(tx);
     this.schedule();
