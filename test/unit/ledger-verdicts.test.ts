@@ -1,8 +1,9 @@
 /**
  * Signature verdicts remembered at admission belong to the transaction object that was verified:
  * a copy with the same body (so the same id) but a forged signature is verified on its own and
- * refused, and the admitted object is executed on its remembered verdict. Also: a node's own blocks
- * hold at most proposalTxsMax transactions.
+ * refused, and the admitted object is executed on its remembered verdict. Identities resolved once
+ * per block still see a revocation made earlier in the same block. A node's own blocks hold at most
+ * proposalTxsMax transactions.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -14,16 +15,15 @@ import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
 let net: TestNetwork;
 
 before(async () => {
-  // Blocks only when the test makes them: nothing commits behind its back.
-  net = await startTestNetwork({ blockIntervalMs: 60_000 });
+  net = await startTestNetwork();
 });
 
 after(async () => {
   await net?.close();
 });
 
-async function signedKvPut(key: string) {
-  const identity = await net.identityFor("tax.officer");
+async function signedKvPut(key: string, enrollmentId = "tax.officer", certById = false) {
+  const identity = await net.identityFor(enrollmentId);
   const chainId = net.node.node.ledger.params().chainId;
   return buildTx({
     chainId,
@@ -31,6 +31,7 @@ async function signedKvPut(key: string) {
     payload: { key, value: utf8("v") },
     signers: [identity],
     nowMs: Date.now(),
+    certById,
   });
 }
 
@@ -59,6 +60,39 @@ describe("signature verdicts from admission", () => {
     assert.deepEqual(
       honestBlock.execution.included.map((tx) => tx.id),
       [admitted.id],
+    );
+  });
+
+  it("a revocation earlier in a block refuses the revoked signer's later transactions in it", async () => {
+    const { node } = net.node;
+    const chainId = node.ledger.params().chainId;
+    const admin = await net.identityFor("infocenter.admin");
+    // The signer's certificate on the ledger, so its transactions refer to it by id and every one of
+    // them resolves the same certificate bytes.
+    await (await net.clientFor("police.officer")).send("kv.put", { key: "memo/first", value: utf8("v") });
+    const before = decodeTx((await signedKvPut("memo/before", "police.officer", true)).bytes);
+    const revoke = decodeTx(
+      (
+        await buildTx({
+          chainId,
+          type: "config.identity.revoke",
+          payload: { enrollmentId: "police.officer", reason: "keyCompromise", revokedAtMs: Date.now() },
+          signers: [admin],
+          nowMs: Date.now(),
+        })
+      ).bytes,
+    );
+    const after = decodeTx((await signedKvPut("memo/after", "police.officer", true)).bytes);
+    const other = decodeTx((await signedKvPut("memo/other", "tax.officer", false)).bytes);
+    const built = node.ledger.buildBlock([before, revoke, after, other], Date.now(), node.validatorId, null);
+    assert.deepEqual(
+      built.execution.included.map((tx) => tx.id),
+      [before.id, revoke.id, other.id],
+    );
+    assert.equal(built.execution.results[1]?.code, "OK");
+    assert.deepEqual(
+      built.execution.rejected.map((r) => [r.txId, r.error.code]),
+      [[after.id, "CERT_REVOKED"]],
     );
   });
 
