@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL, hei
 CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 `;
 
+/**
+ * WAL pages (4 KiB) before SQLite copies them back into the database file. A 2,000-transaction block
+ * writes ~7 MiB of pages (random keys touch a page each), so SQLite's default of 1,000 pages
+ * checkpointed inside every block's commit; at 64 MiB a page rewritten by several blocks is copied
+ * back once, and block commits took ~22 % less time in total (measured on 60 blocks of 2,000
+ * transactions, noisy machine). Crash safety is the WAL's and does not change; the WAL file may grow
+ * to about this size.
+ */
+export const walCheckpointPages = 16_384;
+
 function prepareWritable(db: Database.Database): void {
   // One process owns a node's database while it runs. Holding the lock for the connection's life
   // (and keeping the WAL index in process memory) spares every read its lock round trip: a
@@ -69,6 +79,7 @@ function prepareWritable(db: Database.Database): void {
   db.pragma("locking_mode = EXCLUSIVE");
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
+  db.pragma(`wal_autocheckpoint = ${walCheckpointPages}`);
   db.exec(schema);
   const version = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as
     | { value: Buffer }
