@@ -121,6 +121,25 @@ async function submitWithRetry(client: CitychainClient, txs: Uint8Array[]) {
   }
 }
 
+/**
+ * Heights in (from, to] decided after round 0, read from each block's commit certificate: a round
+ * lost to a late proposal (timeoutProposeMs) shows here. Blocks are read in parallel, a few at a time.
+ */
+async function heightsPastRoundZero(client: CitychainClient, from: number, to: number) {
+  let late = 0;
+  let next = from + 1;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next <= to) {
+        const height = next++;
+        const block = await client.block(height);
+        if ((block.commit?.round ?? 0) > 0) late++;
+      }
+    }),
+  );
+  return { late, heights: Math.max(0, to - from) };
+}
+
 async function main() {
   process.stdout.write(
     `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
@@ -163,6 +182,8 @@ async function main() {
       for (let i = 0; i < list.length; i += batchSize)
         batches.push({ client: clients[s]!, txs: list.slice(i, i + batchSize) });
     });
+    const roundProbe = clients[0]!;
+    const heightBeforeSaturation = (await roundProbe.status()).height;
     const sat = await measure(pid, async () => {
       let next = 0;
       let refused = 0;
@@ -178,12 +199,21 @@ async function main() {
       return refused;
     });
     const committed = perSender.reduce((a, l) => a + l.length, 0) - sat.result;
+    const heightAfterSaturation = (await roundProbe.status()).height;
+    const satRounds =
+      nodeCount > 1
+        ? await heightsPastRoundZero(roundProbe, heightBeforeSaturation, heightAfterSaturation)
+        : null;
     const tps = committed / sat.seconds;
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
         ` nodes ${sat.nodeCores.toFixed(2)} cores (${((sat.nodeCores * sat.seconds * 1e6) / committed).toFixed(0)} CPU µs per tx),` +
-        ` load generator ${sat.loadgenCores.toFixed(2)} cores; connection resets retried: ${connectionResets}\n`,
+        ` load generator ${sat.loadgenCores.toFixed(2)} cores; connection resets retried: ${connectionResets}` +
+        (satRounds === null
+          ? ""
+          : `; heights decided after round 0: ${satRounds.late} of ${satRounds.heights}`) +
+        "\n",
     );
 
     // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
@@ -195,6 +225,7 @@ async function main() {
     const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
     const latencies: number[] = [];
     if (seconds === 0) return;
+    const heightBeforeLatency = (await roundProbe.status()).height;
     const lat = await measure(pid, async () => {
       const inflight: Promise<void>[] = [];
       const start = performance.now();
@@ -218,10 +249,18 @@ async function main() {
       await Promise.all(inflight);
     });
     latencies.sort((a, b) => a - b);
+    const latRounds =
+      nodeCount > 1
+        ? await heightsPastRoundZero(roundProbe, heightBeforeLatency, (await roundProbe.status()).height)
+        : null;
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores\n`,
+        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores` +
+        (latRounds === null
+          ? ""
+          : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
+        "\n",
     );
 
     // Proof reads: signed GET /v1/state over several connections, each answer verified by the client?
