@@ -61,11 +61,8 @@ export function encodeCanonical(value: Canonical): Uint8Array {
   return cborEncode(value, encodeOptions);
 }
 
-/**
- * Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error.
- * `depth` is where the value sits inside an enclosing structure, for the nesting bound.
- */
-export function decodeCanonical(bytes: Uint8Array, bytesMax: number, depth = 0): Canonical {
+/** Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error. */
+export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
   if (bytes.length > bytesMax) {
     throw new CodedError("BAD_ENCODING", `encoded value is ${bytes.length} bytes, limit ${bytesMax}`);
   }
@@ -75,7 +72,7 @@ export function decodeCanonical(bytes: Uint8Array, bytesMax: number, depth = 0):
   } catch (error) {
     throw new CodedError("BAD_ENCODING", `not valid CBOR: ${(error as Error).message}`);
   }
-  checkDepth(value, depth);
+  checkDepth(value, 0);
   const again = encodeCanonical(value as Canonical);
   if (!bytesEqual(again, bytes)) throw new CodedError("BAD_ENCODING", "CBOR is valid but not canonical");
   return value as Canonical;
@@ -110,12 +107,8 @@ function checkDepth(value: unknown, depth: number): void {
   }
 }
 
-/** Above this length Node's native comparison (memcmp) beats the loop; blocks run to megabytes. */
-const nativeCompareBytesMin = 64;
-
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  if (NodeBuffer !== undefined && a.length >= nativeCompareBytesMin) return NodeBuffer.compare(a, b) === 0;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }

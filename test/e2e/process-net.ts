@@ -166,9 +166,7 @@ export async function createProcessNetwork(
           children.delete(i);
         }),
       );
-      // CITYCHAIN_KEEP_NET=1 keeps the folder (node logs, databases) for a post-mortem.
-      if (process.env.CITYCHAIN_KEEP_NET === "1") process.stderr.write(`network kept in ${dir}\n`);
-      else fs.rmSync(dir, { recursive: true, force: true });
+      fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }
