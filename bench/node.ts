@@ -1,21 +1,10 @@
-/**
- * Benchmark (not a test): committed transactions per second at saturation, submit-to-commit latency
- * at half that rate, blocks per second when idle, and signed state-proof reads per second.
- *
- *   npm run bench -- [--nodes 1] [--txs 60000] [--senders 6] [--batch 500] [--connections 4] [--proof-reads 20000]
- *   npm run bench:network            (the same with --nodes 4: four validators in BFT consensus)
- *
- * The node runs as its own process (the real `citychain node start`); this process is the load
- * generator, which pre-signs every transaction before the clock starts so signing does not count.
- * Machine busy share is read from /proc/stat, the node's own CPU from /proc/<pid>/stat.
- */
-import fs from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { encodeCanonical, utf8 } from "../src/core/encoding.ts";
 import type { CitychainClient } from "../src/sdk/client.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { createProcessNetwork } from "../test/e2e/process-net.ts";
+import { measure, percentile } from "./common.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -36,43 +25,6 @@ const senderCount = Number(args.senders);
 const batchSize = Number(args.batch);
 const connections = Number(args.connections);
 const proofReads = Number(args["proof-reads"]);
-
-function cpuTimes(): { busy: number; total: number } {
-  const line = fs.readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const idle = line[3]! + line[4]!;
-  const total = line.reduce((a, b) => a + b, 0);
-  return { busy: total - idle, total };
-}
-
-function processCpuMs(pids: number | number[]): number {
-  if (Array.isArray(pids)) return pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
-  const pid = pids;
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return (ticks * 1000) / 100;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-async function measure<T>(pid: number | number[], run: () => Promise<T>) {
-  const c0 = cpuTimes();
-  const n0 = processCpuMs(pid);
-  const s0 = process.cpuUsage();
-  const t0 = performance.now();
-  const result = await run();
-  const seconds = (performance.now() - t0) / 1000;
-  const c1 = cpuTimes();
-  const s1 = process.cpuUsage(s0);
-  return {
-    result,
-    seconds,
-    machineBusy: (c1.busy - c0.busy) / (c1.total - c0.total),
-    nodeCores: (processCpuMs(pid) - n0) / 1000 / seconds,
-    loadgenCores: (s1.user + s1.system) / 1e6 / seconds,
-  };
-}
 
 async function presign(
   clients: CitychainClient[],

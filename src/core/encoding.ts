@@ -63,19 +63,10 @@ export function encodeCanonical(value: Canonical): Uint8Array {
 
 /** Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error. */
 export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
-  if (bytes.length > bytesMax) {
-    throw new CodedError("BAD_ENCODING", `encoded value is ${bytes.length} bytes, limit ${bytesMax}`);
-  }
-  let value: unknown;
-  try {
-    value = cborDecode(bytes, decodeOptions);
-  } catch (error) {
-    throw new CodedError("BAD_ENCODING", `not valid CBOR: ${(error as Error).message}`);
-  }
-  checkDepth(value, 0);
-  const again = encodeCanonical(value as Canonical);
+  const value = decodeStoredCanonical(bytes, bytesMax);
+  const again = encodeCanonical(value);
   if (!bytesEqual(again, bytes)) throw new CodedError("BAD_ENCODING", "CBOR is valid but not canonical");
-  return value as Canonical;
+  return value;
 }
 
 /**
@@ -86,7 +77,7 @@ export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical 
  */
 export function decodeStoredCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
   if (bytes.length > bytesMax) {
-    throw new CodedError("BAD_ENCODING", `stored value is ${bytes.length} bytes, limit ${bytesMax}`);
+    throw new CodedError("BAD_ENCODING", `encoded value is ${bytes.length} bytes, limit ${bytesMax}`);
   }
   let value: unknown;
   try {

@@ -54,6 +54,11 @@ export interface KeyNodeOptions {
 }
 
 export const keyNodeDefaults = { trailFlushMs: 250, trailBatchMax: 500, trailResendMs: 60_000 } as const;
+/**
+ * Reads not yet on chain that a key node holds at most. Beyond it (the chain has not taken the trail
+ * for a long while) reads of personal content wait: none may go unrecorded, and none unbounded.
+ */
+export const trailOutboxEntriesMax = 100_000;
 
 export interface OpenedLicense {
   readonly id: string;
@@ -173,6 +178,11 @@ export class LicenseKeyNode {
     if (wrapped === undefined)
       throw new CodedError("CONSENT_REQUIRED", `no key for ${caller.dept} on version ${version.id}`);
     this.requireServes(caller.dept);
+    if (this.outbox.size >= trailOutboxEntriesMax)
+      throw new CodedError(
+        "RATE_LIMITED",
+        "the access trail has not reached the chain yet; try again shortly",
+      );
     const personal = await this.decrypt(caller.dept, version, wrapped);
     const fields: Record<string, unknown> = {};
     for (const name of decision.fields) {

@@ -17,6 +17,8 @@ export interface PendingEntry {
 
 export class TrailOutbox {
   private readonly db: Database.Database;
+  /** Entries held, kept in step with the table so the read path does not count rows. */
+  private count: number;
 
   static open(path: string): TrailOutbox {
     try {
@@ -35,10 +37,12 @@ export class TrailOutbox {
     db.exec(`CREATE TABLE IF NOT EXISTS outbox (
       seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, tx_id TEXT, sent_ms INTEGER) STRICT;
       CREATE INDEX IF NOT EXISTS outbox_by_tx ON outbox (tx_id);`);
+    this.count = (db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
   }
 
   add(entry: AccessTrailEntry): void {
     this.db.prepare("INSERT INTO outbox (entry) VALUES (?)").run(JSON.stringify(entry));
+    this.count++;
   }
 
   /** Entries not yet in a transaction, oldest first. */
@@ -58,7 +62,9 @@ export class TrailOutbox {
 
   /** The transaction committed: its entries are on chain. */
   settle(txId: string): number {
-    return this.db.prepare("DELETE FROM outbox WHERE tx_id = ?").run(txId).changes;
+    const { changes } = this.db.prepare("DELETE FROM outbox WHERE tx_id = ?").run(txId);
+    this.count -= changes;
+    return changes;
   }
 
   /** Transactions sent before `beforeMs` and still unsettled: candidates to resend. */
@@ -75,7 +81,7 @@ export class TrailOutbox {
   }
 
   get size(): number {
-    return (this.db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
+    return this.count;
   }
 
   close(): void {
