@@ -154,13 +154,18 @@ async function authenticate(
   return identity;
 }
 
+const canonicalNullByte = 0xf6;
+
 function statusToJson(status: TxStatus) {
   if (status.status !== "committed") return status;
   let data: unknown = null;
-  try {
-    data = canonicalToJson(decodeCanonical(status.data, 1024 * 1024));
-  } catch {
-    data = { $bytes: toBase64(status.data) };
+  // Most results carry no data: canonical null is the one byte 0xf6, not worth a decoder per answer.
+  if (!(status.data.length === 1 && status.data[0] === canonicalNullByte)) {
+    try {
+      data = canonicalToJson(decodeCanonical(status.data, 1024 * 1024));
+    } catch {
+      data = { $bytes: toBase64(status.data) };
+    }
   }
   return {
     txId: status.txId,

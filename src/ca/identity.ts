@@ -396,10 +396,21 @@ export function verifyIssuedBy(child: Identity, issuer: Identity): boolean {
   return verdict;
 }
 
+/**
+ * Identities whose certId was checked against their DER, with the pair that was checked: hashing a
+ * certificate again on every transaction cost more than the cached verdict saves. An object whose
+ * fields were changed since is checked again.
+ */
+const checkedIdentities = new WeakMap<Identity, { readonly der: Uint8Array; readonly certId: string }>();
+
 /** Identity objects can be built by hand; only a certId that matches its DER may key the caches. */
 function checkedCertId(identity: Identity): string {
+  const checked = checkedIdentities.get(identity);
+  if (checked !== undefined && checked.der === identity.der && checked.certId === identity.certId)
+    return identity.certId;
   if (sha256Hex(identity.der) !== identity.certId)
     caFail("CA_BAD_CERT", "certId does not match the certificate");
+  checkedIdentities.set(identity, { der: identity.der, certId: identity.certId });
   return identity.certId;
 }
 

@@ -416,9 +416,11 @@ export class ConsensusDriver {
     if (this.refuseOrResend(slot, valueKey(unsigned.blockHash))) return;
     const blockBytes = this.blocks.get(valueKey(unsigned.blockHash));
     assert(blockBytes !== undefined, "the driver holds the bytes of every value the machine proposes");
-    this.logBlock(unsigned.height, unsigned.blockHash, blockBytes);
     const proposal: Proposal = { ...unsigned, signature: signer.sign(proposalSignBytes(unsigned)) };
-    this.ports.wal.append({ kind: "proposal", proposal });
+    this.appendToWal(this.blockRecord(unsigned.height, unsigned.blockHash, blockBytes), {
+      kind: "proposal",
+      proposal,
+    });
     const wire = encodeConsensusMessage({ kind: "proposal", proposal, blockBytes });
     this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
     this.ports.transport.broadcast(wire);
@@ -433,12 +435,13 @@ export class ConsensusDriver {
     );
     const slot = `v/${unsigned.round}/${unsigned.type}`;
     if (this.refuseOrResend(slot, valueKey(unsigned.blockHash))) return;
+    let block: WalRecord | null = null;
     if (unsigned.blockHash !== null) {
       const bytes = this.blocks.get(valueKey(unsigned.blockHash));
-      if (bytes !== undefined) this.logBlock(unsigned.height, unsigned.blockHash, bytes);
+      if (bytes !== undefined) block = this.blockRecord(unsigned.height, unsigned.blockHash, bytes);
     }
     const vote: Vote = { ...unsigned, signature: signer.sign(voteSignBytes(this.options.chainId, unsigned)) };
-    this.ports.wal.append({ kind: "vote", vote });
+    this.appendToWal(block, { kind: "vote", vote });
     const wire = encodeConsensusMessage({ kind: "vote", vote });
     this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
     this.ports.transport.broadcast(wire);
@@ -454,12 +457,21 @@ export class ConsensusDriver {
     return true;
   }
 
-  private logBlock(height: number, blockHash: Uint8Array, blockBytes: Uint8Array): void {
-    const key = valueKey(blockHash);
-    if (this.blocksInWal.has(key)) return;
-    const record: WalRecord = { kind: "block", height, blockHash, blockBytes };
-    this.ports.wal.append(record);
-    this.blocksInWal.add(key);
+  /** The WAL record of a block a signature names, or null when the WAL holds it already. */
+  private blockRecord(height: number, blockHash: Uint8Array, blockBytes: Uint8Array): WalRecord | null {
+    if (this.blocksInWal.has(valueKey(blockHash))) return null;
+    return { kind: "block", height, blockHash, blockBytes };
+  }
+
+  /** The signed message, with the block it names if that is new to the WAL, durable in one write. */
+  private appendToWal(block: WalRecord | null, signed: WalRecord): void {
+    if (block === null) {
+      this.ports.wal.append([signed]);
+      return;
+    }
+    assert(block.kind === "block", "only a block record goes with a signed message");
+    this.ports.wal.append([block, signed]);
+    this.blocksInWal.add(valueKey(block.blockHash));
   }
 
   private cacheBlock(blockHash: Uint8Array, bytes: Uint8Array): void {

@@ -52,7 +52,11 @@ export interface VerifierPort {
  * signed.
  */
 export interface Wal {
-  append(record: WalRecord): void;
+  /**
+   * Makes the records durable together (one disk sync): a vote and the block it names cost one
+   * sync, not two, on the path every height waits on.
+   */
+  append(records: readonly WalRecord[]): void;
   /** Every record of `height`, in append order. */
   replay(height: number): readonly WalRecord[];
   /** Drops the records of heights below `height` (they are decided and in the block store). */

@@ -61,9 +61,12 @@ export function encodeCanonical(value: Canonical): Uint8Array {
   return cborEncode(value, encodeOptions);
 }
 
-/** Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error. */
-export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
-  const value = decodeStoredCanonical(bytes, bytesMax);
+/**
+ * Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error.
+ * `depth` is where the value sits inside an enclosing structure, for the nesting bound.
+ */
+export function decodeCanonical(bytes: Uint8Array, bytesMax: number, depth = 0): Canonical {
+  const value = decodeStoredCanonical(bytes, bytesMax, depth);
   const again = encodeCanonical(value);
   if (!bytesEqual(again, bytes)) throw new CodedError("BAD_ENCODING", "CBOR is valid but not canonical");
   return value;
@@ -75,7 +78,7 @@ export function decodeCanonical(bytes: Uint8Array, bytesMax: number): Canonical 
  * state root that covers them is checked against the chain at start and by `citychain verify`; the
  * comparison would double the cost of every state read for nothing.
  */
-export function decodeStoredCanonical(bytes: Uint8Array, bytesMax: number): Canonical {
+export function decodeStoredCanonical(bytes: Uint8Array, bytesMax: number, depth = 0): Canonical {
   if (bytes.length > bytesMax) {
     throw new CodedError("BAD_ENCODING", `encoded value is ${bytes.length} bytes, limit ${bytesMax}`);
   }
@@ -85,7 +88,7 @@ export function decodeStoredCanonical(bytes: Uint8Array, bytesMax: number): Cano
   } catch (error) {
     throw new CodedError("BAD_ENCODING", `not valid CBOR: ${(error as Error).message}`);
   }
-  checkDepth(value, 0);
+  checkDepth(value, depth);
   return value as Canonical;
 }
 
@@ -98,8 +101,12 @@ function checkDepth(value: unknown, depth: number): void {
   }
 }
 
+/** Above this length Node's native comparison (memcmp) beats the loop; blocks run to megabytes. */
+const nativeCompareBytesMin = 64;
+
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
+  if (NodeBuffer !== undefined && a.length >= nativeCompareBytesMin) return NodeBuffer.compare(a, b) === 0;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }

@@ -91,10 +91,11 @@ export function executeBlock(
   const blockState = new StateOverlay(base);
   const out: BlockExecution = { writes: blockState.writes, results: [], rejected: [], included: [] };
   const seenInBlock = new Set<string>();
+  const identities: IdentityMemo = new Map();
   for (const tx of txs) {
     let signers: Identity[];
     try {
-      signers = authenticate(ports, blockState, block, tx, seenInBlock);
+      signers = authenticate(ports, blockState, block, tx, seenInBlock, identities);
     } catch (error) {
       if (!(error instanceof Rejection)) throw error;
       out.rejected.push({ txId: tx.id, error: error.error });
@@ -105,6 +106,7 @@ export function executeBlock(
     const txState = new StateOverlay(blockState);
     try {
       const data = executeTx(ports, handlers, txState, block, tx, signers);
+      if (writesSystemState(txState)) identities.clear();
       txState.mergeInto(blockState);
       out.results.push({ txId: tx.id, code: "OK", message: "", data });
     } catch (error) {
@@ -123,6 +125,23 @@ function failure(txId: string, error: unknown): TxResult {
   throw error;
 }
 
+/**
+ * Identities already resolved in this block, by the certificate bytes they came from. An identity's
+ * validity is a function of the certificate, the block time (fixed within a block) and system
+ * records under "sys/" (roots, revocations, departments, certificates); a transaction that writes
+ * any of those clears the memo, so the next one is judged on the new records. Bounded by the
+ * block's transaction count. Saves the roots, revocation and department reads for a sender's every
+ * further transaction in the block.
+ */
+type IdentityMemo = Map<Uint8Array, Identity>;
+
+const systemKeyPrefix = "sys/";
+
+function writesSystemState(state: StateOverlay): boolean {
+  for (const key of state.writes.keys()) if (key.startsWith(systemKeyPrefix)) return true;
+  return false;
+}
+
 /** Throws Rejection when the transaction cannot be part of this block. */
 function authenticate(
   ports: ExecutionPorts,
@@ -130,12 +149,17 @@ function authenticate(
   block: BlockContext,
   tx: Tx,
   seenInBlock: ReadonlySet<string>,
+  identities: IdentityMemo,
 ): Identity[] {
   try {
     checkEnvelope(ports, block, tx, seenInBlock);
     return tx.signatures.map((s, i) => {
       const der = findCertificate(state, s.signer);
-      const identity = resolveIdentity(ports.x509, state, der, block.timeMs);
+      let identity = identities.get(der);
+      if (identity === undefined) {
+        identity = resolveIdentity(ports.x509, state, der, block.timeMs);
+        identities.set(der, identity);
+      }
       if (!ports.checkSignature(tx, i, identity.publicKeySpki)) {
         throw new CodedError("SIGNATURE_INVALID", `signature ${i} does not verify`, `signatures[${i}]`);
       }

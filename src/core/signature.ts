@@ -32,12 +32,37 @@ function writeScalar(value: bigint, out: Uint8Array, offset: number): void {
   }
 }
 
-/** True when the signature has the one accepted form (length, ranges, low S). */
+const curveOrderBytes = new Uint8Array(32);
+writeScalar(curveOrder, curveOrderBytes, 0);
+const halfOrderBytes = new Uint8Array(32);
+writeScalar(halfOrder, halfOrderBytes, 0);
+
+/** Compares the 32-byte big-endian scalar at bytes[offset..] with `bound`: <0, 0 or >0. */
+function compareScalar(bytes: Uint8Array, offset: number, bound: Uint8Array): number {
+  for (let i = 0; i < 32; i++) {
+    const d = bytes[offset + i]! - bound[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+function isZeroScalar(bytes: Uint8Array, offset: number): boolean {
+  for (let i = offset; i < offset + 32; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * True when the signature has the one accepted form (length, ranges, low S). Compared byte-wise:
+ * every transaction's signatures pass here, and reading them as BigInts cost ~8 µs each.
+ */
 export function isCanonicalP256Signature(signature: Uint8Array): boolean {
   if (signature.length !== p256SignatureBytes) return false;
-  const r = readScalar(signature, 0);
-  const s = readScalar(signature, 32);
-  return r > 0n && r < curveOrder && s > 0n && s <= halfOrder;
+  return (
+    !isZeroScalar(signature, 0) &&
+    compareScalar(signature, 0, curveOrderBytes) < 0 &&
+    !isZeroScalar(signature, 32) &&
+    compareScalar(signature, 32, halfOrderBytes) <= 0
+  );
 }
 
 /** Returns the low-S form of a P1363 signature (a copy; the input is not changed). */

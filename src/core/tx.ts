@@ -121,7 +121,22 @@ export function encodeTx(bodyBytes: Uint8Array, signatures: readonly TxSignature
   return encodeCanonical([bodyBytes, signatures.map((s) => [encodeSignerRef(s.signer), s.signature])]);
 }
 
+/**
+ * Decodes a transaction envelope within the limits, or throws the one error the strict decoder
+ * names. The fixed-shape envelope is read by hand (decodeTxFast); only its payload goes through
+ * the generic canonical decoder. Anything the hand-written reader does not accept as it stands goes
+ * to the strict decoder, which then accepts or refuses it with its own error: the fast path can only
+ * make a decoding cheaper, never change its outcome (test/unit/tx-decoder.test.ts checks both agree).
+ */
 export function decodeTx(bytes: Uint8Array, txBytesMax: number = txLimits.txBytesMax): Tx {
+  if (bytes.length > txBytesMax) {
+    throw new CodedError("TX_TOO_LARGE", `transaction is ${bytes.length} bytes, limit ${txBytesMax}`);
+  }
+  return decodeTxFast(bytes) ?? decodeTxStrict(bytes, txBytesMax);
+}
+
+/** The generic path: canonical CBOR decode with re-encode check, then the shape. */
+export function decodeTxStrict(bytes: Uint8Array, txBytesMax: number = txLimits.txBytesMax): Tx {
   if (bytes.length > txBytesMax) {
     throw new CodedError("TX_TOO_LARGE", `transaction is ${bytes.length} bytes, limit ${txBytesMax}`);
   }
@@ -136,6 +151,11 @@ export function decodeTx(bytes: Uint8Array, txBytesMax: number = txLimits.txByte
     malformed(`1..${txLimits.signaturesMax} signatures required`, "signatures");
   }
   const signatures = list.map((s, i) => decodeSignature(s, i));
+  checkSigners(body, signatures);
+  return { id: txIdOf(bodyBytes), bytes, bodyBytes, body, signatures };
+}
+
+function checkSigners(body: TxBody, signatures: readonly TxSignature[]): void {
   const seen = new Set<string>();
   for (const s of signatures) {
     const key = toHex(s.signer.kind === "certId" ? s.signer.certId : sha256(s.signer.der));
@@ -145,7 +165,194 @@ export function decodeTx(bytes: Uint8Array, txBytesMax: number = txLimits.txByte
   if (signerCertId(signatures[0]!.signer) !== toHex(body.sender)) {
     malformed("the first signature must be the sender's", "signatures[0]");
   }
-  return { id: txIdOf(bodyBytes), bytes, bodyBytes, body, signatures };
+}
+
+// ---- the fast path ----
+
+/** CBOR major types (RFC 8949 §3.1) the envelope uses. */
+const majorUint = 0;
+const majorBytes = 2;
+const majorText = 3;
+const majorArray = 4;
+const majorMap = 5;
+const majorSimple = 7;
+
+/** Thrown inside the fast reader to hand the input to the strict decoder; never escapes decodeTxFast. */
+const notFast = new Error("not on the fast path");
+
+/** Fatal on bad UTF-8, and a leading BOM is kept as a character, as the strict decoder keeps it. */
+const fastTextDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * A cursor over canonical CBOR heads. Every head must be in its shortest form (RFC 8949 §4.2.1) and
+ * of definite length; lengths and integers must be safe integers. Anything else throws `notFast`.
+ */
+class HeadReader {
+  at = 0;
+  major = 0;
+
+  constructor(readonly bytes: Uint8Array) {}
+
+  /** Reads one head; sets `major` and returns its argument. */
+  head(): number {
+    const bytes = this.bytes;
+    if (this.at >= bytes.length) throw notFast;
+    const initial = bytes[this.at++]!;
+    this.major = initial >> 5;
+    const info = initial & 31;
+    if (info < 24) return info;
+    let value: number;
+    if (info === 24) {
+      if (this.at + 1 > bytes.length) throw notFast;
+      value = bytes[this.at]!;
+      this.at += 1;
+      if (value < 24) throw notFast;
+    } else if (info === 25) {
+      if (this.at + 2 > bytes.length) throw notFast;
+      value = (bytes[this.at]! << 8) | bytes[this.at + 1]!;
+      this.at += 2;
+      if (value < 0x100) throw notFast;
+    } else if (info === 26) {
+      if (this.at + 4 > bytes.length) throw notFast;
+      value =
+        bytes[this.at]! * 0x1000000 +
+        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
+      this.at += 4;
+      if (value < 0x10000) throw notFast;
+    } else if (info === 27) {
+      if (this.at + 8 > bytes.length) throw notFast;
+      const high =
+        bytes[this.at]! * 0x1000000 +
+        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
+      const low =
+        bytes[this.at + 4]! * 0x1000000 +
+        ((bytes[this.at + 5]! << 16) | (bytes[this.at + 6]! << 8) | bytes[this.at + 7]!);
+      this.at += 8;
+      if (high === 0 || high > 0x1fffff) throw notFast; // not shortest, or beyond 2^53 - 1
+      value = high * 0x100000000 + low;
+      if (!Number.isSafeInteger(value)) throw notFast;
+    } else {
+      throw notFast; // reserved, or indefinite length
+    }
+    return value;
+  }
+
+  expect(major: number): number {
+    const value = this.head();
+    if (this.major !== major) throw notFast;
+    return value;
+  }
+
+  /** A byte string's contents, as a view on the input (no copy). */
+  byteString(): Uint8Array {
+    const length = this.expect(majorBytes);
+    return this.view(length);
+  }
+
+  textString(): string {
+    const length = this.expect(majorText);
+    return fastTextDecoder.decode(this.view(length));
+  }
+
+  private view(length: number): Uint8Array {
+    if (this.at + length > this.bytes.length) throw notFast;
+    const out = new Uint8Array(this.bytes.buffer, this.bytes.byteOffset + this.at, length);
+    this.at += length;
+    return out;
+  }
+
+  /**
+   * Steps over one data item of the canonical data model and returns where it started. Only the
+   * extent matters here: its canonical form is checked by decoding it.
+   */
+  skip(): number {
+    const start = this.at;
+    let items = 1;
+    while (items > 0) {
+      items--;
+      const argument = this.head();
+      switch (this.major) {
+        case majorBytes:
+        case majorText:
+          if (this.at + argument > this.bytes.length) throw notFast;
+          this.at += argument;
+          break;
+        case majorArray:
+          items += argument;
+          break;
+        case majorMap:
+          items += 2 * argument;
+          break;
+        case majorSimple:
+          if (argument < 20 || argument > 22) throw notFast; // false, true, null only
+          break;
+        case majorUint:
+        case 1:
+          break;
+        default:
+          throw notFast; // tags
+      }
+      if (items > this.bytes.length) throw notFast; // more items than bytes left: malformed
+    }
+    return start;
+  }
+
+  get done(): boolean {
+    return this.at === this.bytes.length;
+  }
+}
+
+/**
+ * Reads the envelope by hand, or returns undefined to leave the input to the strict decoder (which
+ * then decides). Accepts only what the strict decoder accepts, and produces the same transaction.
+ */
+export function decodeTxFast(bytes: Uint8Array): Tx | undefined {
+  try {
+    const outer = new HeadReader(bytes);
+    if (outer.expect(majorArray) !== 2) return undefined;
+    const bodyBytes = outer.byteString();
+    const count = outer.expect(majorArray);
+    if (count < 1 || count > txLimits.signaturesMax) return undefined;
+    const signatures: TxSignature[] = [];
+    for (let i = 0; i < count; i++) {
+      if (outer.expect(majorArray) !== 2 || outer.expect(majorArray) !== 2) return undefined;
+      const kind = outer.expect(majorUint);
+      const value = outer.byteString();
+      const signature = outer.byteString();
+      if (!isCanonicalP256Signature(signature)) return undefined;
+      if (kind === 0 && value.length === 32)
+        signatures.push({ signer: { kind: "certId", certId: value }, signature });
+      else if (kind === 1 && value.length > 0 && value.length <= txLimits.certificateBytesMax)
+        signatures.push({ signer: { kind: "cert", der: value }, signature });
+      else return undefined;
+    }
+    if (!outer.done) return undefined;
+    const body = decodeTxBodyFast(bodyBytes);
+    if (body === undefined) return undefined;
+    checkSigners(body, signatures);
+    return { id: txIdOf(bodyBytes), bytes, bodyBytes, body, signatures };
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeTxBodyFast(bodyBytes: Uint8Array): TxBody | undefined {
+  const reader = new HeadReader(bodyBytes);
+  if (reader.expect(majorArray) !== 7) return undefined;
+  if (reader.expect(majorUint) !== txVersion) return undefined;
+  const chainId = reader.textString();
+  const type = reader.textString();
+  const payloadStart = reader.skip();
+  const payloadBytes = bodyBytes.subarray(payloadStart, reader.at);
+  const nonce = reader.byteString();
+  const expiresAtMs = reader.expect(majorUint);
+  const sender = reader.byteString();
+  if (!reader.done) return undefined;
+  // The payload sits one level inside the body, as it does for the strict decoder's depth bound.
+  const payload = decodeCanonical(payloadBytes, txLimits.txBytesMax, 1);
+  const body: TxBody = { chainId, type, payload, nonce, expiresAtMs, sender };
+  checkBody(body);
+  return body;
 }
 
 export function decodeTxBody(bodyBytes: Uint8Array): TxBody {

@@ -1,7 +1,7 @@
 /**
  * A node's configuration: one JSON file in its data folder (`node.json`), every option with a
  * default, and environment overrides (CITYCHAIN_API_HOST, CITYCHAIN_API_PORT,
- * CITYCHAIN_BLOCK_INTERVAL_MS). docs/operations.md lists them all.
+ * CITYCHAIN_BLOCK_INTERVAL_MS, CITYCHAIN_VERIFY_WORKERS). docs/operations.md lists them all.
  *
  * Data folder layout:
  *   node.json            this configuration
@@ -38,6 +38,8 @@ export interface NodeConfig {
   readonly mempoolBytesMax: number;
   readonly mempoolTxsPerSenderMax: number;
   readonly apiBodyBytesMax: number;
+  /** Worker threads that verify transaction signatures; 0: one per core beside the main thread. */
+  readonly verifyWorkers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
   /**
    * Departments whose per-subject keys this node holds (docs/licenses.md); null: the department of
@@ -65,9 +67,13 @@ export const defaultNodeConfig: NodeConfig = {
   mempoolBytesMax: 128 * 1024 * 1024,
   mempoolTxsPerSenderMax: 20_000,
   apiBodyBytesMax: 8 * 1024 * 1024,
+  verifyWorkers: 0,
   logLevel: "info",
   keyDepartments: null,
 };
+
+/** More verification threads than this only add contention. */
+export const verifyWorkersMax = 64;
 
 export const nodeFiles = {
   config: "node.json",
@@ -142,6 +148,12 @@ export function readNodeConfig(dir: string, env: NodeJS.ProcessEnv = process.env
       "apiBodyBytesMax",
       1024,
       256 * 1024 * 1024,
+    ),
+    verifyWorkers: intFrom(
+      env.CITYCHAIN_VERIFY_WORKERS ?? raw.verifyWorkers ?? d.verifyWorkers,
+      "verifyWorkers",
+      0,
+      verifyWorkersMax,
     ),
     logLevel: logLevel as NodeConfig["logLevel"],
     keyDepartments: readKeyDepartments(raw.keyDepartments),

@@ -9,12 +9,21 @@ import {
   type SignatureVerifier,
   type Signer,
 } from "../core/signature.ts";
+import type { VerifyPool } from "./verify-pool.ts";
 
 /** Bounded: a flood of distinct keys evicts old ones instead of growing without end. */
 export const keyCacheEntriesMax = 100_000;
 
 export class NodeSignatureVerifier implements SignatureVerifier {
   private readonly keys = new Map<string, KeyObject>();
+
+  /** With a pool, asynchronous checks go to its worker threads in batches; without, to libuv's pool. */
+  constructor(private readonly pool: VerifyPool | null = null) {}
+
+  /** Stops the pool's workers (if any). */
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
 
   keyObject(spki: Uint8Array): KeyObject {
     const id = Buffer.from(spki).toString("base64");
@@ -39,6 +48,7 @@ export class NodeSignatureVerifier implements SignatureVerifier {
 
   verifyAsync(publicKeySpki: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
     if (!isCanonicalP256Signature(signature)) return Promise.resolve(false);
+    if (this.pool !== null) return this.pool.verify(publicKeySpki, message, signature);
     let key: KeyObject;
     try {
       key = this.keyObject(publicKeySpki);

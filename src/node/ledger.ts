@@ -23,7 +23,7 @@ import {
   nextHeightValidatorSet,
   type ValidatorSet,
 } from "../core/consensus/proposer.ts";
-import { bytesEqual, decodeCanonical, encodeCanonical, toHex, utf8 } from "../core/encoding.ts";
+import { bytesEqual, decodeCanonical, encodeCanonical, utf8 } from "../core/encoding.ts";
 import { assert, CodedError } from "../core/errors.ts";
 import {
   type BlockContext,
@@ -45,9 +45,6 @@ import type { ChainStore } from "../storage/chain-store.ts";
 import { CachedState } from "./cached-state.ts";
 import type { NodeSignatureVerifier } from "./crypto-node.ts";
 
-/** Verdicts of signature checks made at admission, so execution does not verify twice. */
-export const signatureVerdictsMax = 500_000;
-
 export interface PreparedBlock {
   readonly block: Block;
   readonly execution: BlockExecution;
@@ -56,7 +53,14 @@ export interface PreparedBlock {
 
 export class Ledger {
   readonly handlers: HandlerRegistry = builtinHandlers();
-  private readonly verdicts = new Map<string, boolean>();
+  /**
+   * Verdicts of signature checks made at admission, so execution does not verify twice, kept on the
+   * very transaction object that was checked (its bytes, signatures included, cannot change). Keyed
+   * by object, not by id: the id leaves out the signatures, so a block carrying the same body with a
+   * forged signature must not inherit an honest copy's verdict. Bounded by the objects' lives (the
+   * mempool and decodedTxs hold them, both bounded).
+   */
+  private readonly verdicts = new WeakMap<Tx, Array<{ readonly spki: Uint8Array; readonly ok: boolean }>>();
   /** Transactions decoded at admission, by a hash of their bytes, so a block's are not decoded again. */
   private readonly decodedTxs = new Map<string, Tx>();
   readonly tree: SparseMerkleTree;
@@ -156,8 +160,9 @@ export class Ledger {
 
   // ---- signature verdicts ----
 
-  private verdictKey(tx: Tx, index: number, spki: Uint8Array): string {
-    return `${tx.id}:${index}:${toHex(spki).slice(-32)}`;
+  private knownVerdict(tx: Tx, index: number, spki: Uint8Array): boolean | undefined {
+    const known = this.verdicts.get(tx)?.[index];
+    return known !== undefined && bytesEqual(known.spki, spki) ? known.ok : undefined;
   }
 
   /** Verifies a signature off the main thread and remembers the verdict for execution. */
@@ -167,9 +172,12 @@ export class Ledger {
       signingBytes(tx.bodyBytes),
       tx.signatures[index]!.signature,
     );
-    if (this.verdicts.size >= signatureVerdictsMax)
-      this.verdicts.delete(this.verdicts.keys().next().value as string);
-    this.verdicts.set(this.verdictKey(tx, index, spki), ok);
+    let list = this.verdicts.get(tx);
+    if (list === undefined) {
+      list = [];
+      this.verdicts.set(tx, list);
+    }
+    list[index] = { spki, ok };
     return ok;
   }
 
@@ -177,12 +185,8 @@ export class Ledger {
     x509: { parse: (der) => this.x509.parse(der), verifyIssuedBy: (c, i) => this.x509.verifyIssuedBy(c, i) },
     isCommitted: (txId) => this.store.isCommitted(txId),
     checkSignature: (tx, index, spki) => {
-      const key = this.verdictKey(tx, index, spki);
-      const known = this.verdicts.get(key);
-      if (known !== undefined) {
-        this.verdicts.delete(key);
-        return known;
-      }
+      const known = this.knownVerdict(tx, index, spki);
+      if (known !== undefined) return known;
       return this.verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[index]!.signature);
     },
     verify: (spki, message, signature) => this.verifier.verify(spki, message, signature),

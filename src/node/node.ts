@@ -12,8 +12,8 @@ import {
   voteSigningBytes,
   voteTypePrecommit,
 } from "../core/block.ts";
-import { bytesEqual } from "../core/encoding.ts";
-import { CodedError } from "../core/errors.ts";
+import { bytesEqual, encodeCanonical } from "../core/encoding.ts";
+import { assert, CodedError } from "../core/errors.ts";
 import { findCertificate, type Identity, resolveIdentity } from "../core/identity.ts";
 import { decodeTx, type Tx } from "../core/tx.ts";
 import type { Clock } from "./clock.ts";
@@ -30,6 +30,12 @@ export interface NodeOptions {
   readonly commitWaitersMax: number;
   readonly mempool: MempoolOptions;
   /**
+   * Transactions this node puts in one block it makes, below the chain's blockTxsMax: building and
+   * re-executing a block must fit well inside timeoutProposeMs on a loaded machine (a 4,000-transaction
+   * burst took longer than 1 s and cost a round), and smaller blocks pipeline better.
+   */
+  readonly proposalTxsMax: number;
+  /**
    * "solo": this node is the chain's only validator and makes every block itself.
    * "consensus": blocks come from Tendermint rounds among the validators (src/node/network-node.ts).
    */
@@ -42,6 +48,7 @@ export const defaultNodeOptions: NodeOptions = {
   commitWaitMsMax: 60_000,
   commitWaitersMax: 100_000,
   mempool: defaultMempoolOptions,
+  proposalTxsMax: 2_000,
 };
 
 export type TxStatus =
@@ -87,6 +94,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     readonly options: NodeOptions = defaultNodeOptions,
   ) {
     super();
+    assert(options.proposalTxsMax >= 1, "a block this node makes holds at least one transaction");
     this.mempool = new Mempool(options.mempool);
     this.validatorId = validatorIdOf(signer.publicKeySpki);
     const height = ledger.height();
@@ -164,6 +172,8 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     // block may have committed it (it came back by gossip): either way it must not enter the mempool.
     if (this.mempool.has(tx.id) || this.ledger.store.isCommitted(tx.id)) return this.status(tx.id);
     this.mempool.add(tx);
+    // A peer's proposal carrying it finds this object, with its verdicts, instead of decoding again.
+    this.ledger.rememberDecoded(tx);
     this.rejected.delete(tx.id);
     this.onAdmitted?.(tx);
     this.schedule();
@@ -232,10 +242,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     if (list.length === 0) this.waiters.delete(txId);
   }
 
-  private notify(txId: string): void {
+  private notify(txId: string, known?: TxStatus): void {
     const list = this.waiters.get(txId);
     if (list === undefined) return;
-    const status = this.status(txId);
+    const status = known ?? this.status(txId);
     for (const w of [...list]) w.resolve(status);
   }
 
@@ -272,7 +282,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   /** The oldest pending transactions that fit in a block. */
   candidates(): Tx[] {
     const params = this.ledger.params();
-    return this.mempool.peek(params.blockTxsMax, params.blockBytesMax - 64 * 1024);
+    return this.mempool.peek(
+      Math.min(params.blockTxsMax, this.options.proposalTxsMax),
+      params.blockBytesMax - 64 * 1024,
+    );
   }
 
   /** After a block is durable: drop its transactions from the mempool and answer their waiters. */
@@ -288,9 +301,24 @@ export class ChainNode extends EventEmitter<NodeEvents> {
       });
       this.notify(r.txId);
     }
-    for (const tx of prepared.execution.included) {
+    const height = prepared.block.header.height;
+    const { included, results } = prepared.execution;
+    assert(included.length === results.length, "one result per included transaction");
+    for (let index = 0; index < included.length; index++) {
+      const tx = included[index]!;
+      const result = results[index]!;
       this.mempool.remove(tx.id);
-      this.notify(tx.id);
+      if (!this.waiters.has(tx.id)) continue;
+      // The block's own results, not a read back from the store: the store holds the same.
+      this.notify(tx.id, {
+        txId: tx.id,
+        status: "committed",
+        height,
+        index,
+        code: result.code,
+        message: result.message,
+        data: encodeCanonical(result.data),
+      });
     }
     this.emit("block", prepared.block);
   }

@@ -19,6 +19,7 @@ import { readGenesisFile } from "./genesis-file.ts";
 import { Ledger } from "./ledger.ts";
 import { NetworkNode } from "./network-node.ts";
 import { ChainNode, defaultNodeOptions } from "./node.ts";
+import { defaultVerifyPoolOptions, defaultVerifyWorkers, VerifyPool } from "./verify-pool.ts";
 import { nodeX509 } from "./x509-port.ts";
 
 export interface RunningNode {
@@ -37,7 +38,7 @@ export interface StartNodeOptions {
 }
 
 /** Creates the ledger from genesis.json when the folder has none yet. */
-export function openLedger(dir: string): Ledger {
+export function openLedger(dir: string, verifier = new NodeSignatureVerifier()): Ledger {
   const store = ChainStore.open(dir);
   try {
     if (store.latestHeight() < 0) {
@@ -46,7 +47,7 @@ export function openLedger(dir: string): Ledger {
         throw new CodedError("NOT_FOUND", `no ${genesisPath}; run citychain node init`);
       Ledger.initGenesis(store, readGenesisFile(genesisPath), nodeX509);
     }
-    return new Ledger(store, nodeX509, new NodeSignatureVerifier());
+    return new Ledger(store, nodeX509, verifier);
   } catch (error) {
     store.close();
     throw error;
@@ -59,7 +60,20 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
   const config = readNodeConfig(dir);
   const passphrase = resolvePassphrase(options.passphrase);
   const privateKey = readPrivateKey(path.join(dir, nodeFiles.key), { passphrase });
-  const ledger = openLedger(dir);
+  // Admission verifies on worker threads; the pool is the node's, stopped with it.
+  const verifier = new NodeSignatureVerifier(
+    new VerifyPool({
+      ...defaultVerifyPoolOptions,
+      workers: config.verifyWorkers === 0 ? defaultVerifyWorkers() : config.verifyWorkers,
+    }),
+  );
+  let ledger: Ledger;
+  try {
+    ledger = openLedger(dir, verifier);
+  } catch (error) {
+    await verifier.close();
+    throw error;
+  }
   const signer = new NodeSigner(privateKey);
   const node = new ChainNode(ledger, signer, clock, {
     ...defaultNodeOptions,
@@ -139,6 +153,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       await network?.stop();
       await node.stop();
       await keyNode.stop();
+      await ledger.verifier.close();
       ledger.store.close();
     },
   };

@@ -65,6 +65,39 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL, hei
 CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
 `;
 
+/**
+ * WAL pages (4 KiB) before SQLite copies them back into the database file. A 2,000-transaction block
+ * writes ~7 MiB of pages (random keys touch a page each), so SQLite's default of 1,000 pages
+ * checkpointed inside every block's commit; at 64 MiB a page rewritten by several blocks is copied
+ * back once, and block commits took ~22 % less time in total (measured on 60 blocks of 2,000
+ * transactions, noisy machine). Crash safety is the WAL's and does not change; the WAL file may grow
+ * to about this size.
+ */
+export const walCheckpointPages = 16_384;
+
+function prepareWritable(db: Database.Database): void {
+  // One process owns a node's database while it runs. Holding the lock for the connection's life
+  // (and keeping the WAL index in process memory) spares every read its lock round trip: a
+  // point lookup costs ~1.7 µs instead of ~9 µs, and admission makes several per transaction.
+  // A second process (a stray second node, `citychain verify`) gets SQLITE_BUSY until it stops.
+  db.pragma("locking_mode = EXCLUSIVE");
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.pragma(`wal_autocheckpoint = ${walCheckpointPages}`);
+  db.exec(schema);
+  db.exec(licenseIndexSchema);
+  const version = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as
+    | { value: Buffer }
+    | undefined;
+  if (version === undefined) {
+    db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(
+      Buffer.from(String(chainStoreSchemaVersion)),
+    );
+  } else if (version.value.toString() !== String(chainStoreSchemaVersion)) {
+    throw new CodedError("STORAGE_CORRUPT", `database schema ${version.value.toString()} is not supported`);
+  }
+}
+
 function hexToBuffer(hex: string): Buffer {
   return Buffer.from(hex, "hex");
 }
@@ -80,29 +113,29 @@ export class ChainStore {
     this.licenseIndex = new LicenseIndex(db);
     this.statements = {
       getMeta: db.prepare<[string], { value: Buffer }>("SELECT value FROM meta WHERE key = ?"),
-      putMeta: db.prepare<[string, Buffer]>("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"),
+      putMeta: db.prepare<[string, Uint8Array]>("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)"),
       maxHeight: db.prepare<[], { h: number | null }>("SELECT MAX(height) AS h FROM blocks"),
       blockByHeight: db.prepare<[number], RawBlockRow>("SELECT * FROM blocks WHERE height = ?"),
       blockByHash: db.prepare<[Buffer], RawBlockRow>("SELECT * FROM blocks WHERE hash = ?"),
       blocksFrom: db.prepare<[number, number], RawBlockRow>(
         "SELECT * FROM blocks WHERE height >= ? ORDER BY height LIMIT ?",
       ),
-      insertBlock: db.prepare<[number, Buffer, number, number, Buffer]>(
+      insertBlock: db.prepare<[number, Uint8Array, number, number, Uint8Array]>(
         "INSERT INTO blocks (height, hash, time_ms, tx_count, block) VALUES (?, ?, ?, ?, ?)",
       ),
-      insertCommit: db.prepare<[number, Buffer]>(
+      insertCommit: db.prepare<[number, Uint8Array]>(
         "INSERT OR REPLACE INTO commits (height, commit_bytes) VALUES (?, ?)",
       ),
       getCommit: db.prepare<[number], { commit_bytes: Buffer }>(
         "SELECT commit_bytes FROM commits WHERE height = ?",
       ),
-      insertTx: db.prepare<[Buffer, number, number, string, string, Buffer]>(
+      insertTx: db.prepare<[Buffer, number, number, string, string, Uint8Array]>(
         "INSERT INTO txs (id, height, idx, code, message, data) VALUES (?, ?, ?, ?, ?, ?)",
       ),
       getTx: db.prepare<[Buffer], RawTxRow>("SELECT * FROM txs WHERE id = ?"),
       hasTx: db.prepare<[Buffer], { one: number }>("SELECT 1 AS one FROM txs WHERE id = ?"),
       getState: db.prepare<[string], { value: Buffer }>("SELECT value FROM state WHERE key = ?"),
-      putState: db.prepare<[string, Buffer, number]>(
+      putState: db.prepare<[string, Uint8Array, number]>(
         "INSERT OR REPLACE INTO state (key, value, height) VALUES (?, ?, ?)",
       ),
       deleteState: db.prepare<[string]>("DELETE FROM state WHERE key = ?"),
@@ -111,7 +144,7 @@ export class ChainStore {
       ),
       allState: db.prepare<[], { key: string; value: Buffer }>("SELECT key, value FROM state ORDER BY key"),
       getNode: db.prepare<[string], { node: Buffer }>("SELECT node FROM tree_nodes WHERE node_key = ?"),
-      putNode: db.prepare<[string, Buffer]>(
+      putNode: db.prepare<[string, Uint8Array]>(
         "INSERT OR REPLACE INTO tree_nodes (node_key, node) VALUES (?, ?)",
       ),
       deleteNode: db.prepare<[string]>("DELETE FROM tree_nodes WHERE node_key = ?"),
@@ -126,27 +159,17 @@ export class ChainStore {
       throw new CodedError("NOT_FOUND", `no chain database at ${file}`);
     }
     const db = new Database(file, { readonly: options.readonly ?? false });
-    if (!options.readonly) {
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = FULL");
-      db.exec(schema);
-      db.exec(licenseIndexSchema);
-      const version = db.prepare("SELECT value FROM meta WHERE key = 'schema'").get() as
-        | { value: Buffer }
-        | undefined;
-      if (version === undefined) {
-        db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(
-          Buffer.from(String(chainStoreSchemaVersion)),
-        );
-      } else if (version.value.toString() !== String(chainStoreSchemaVersion)) {
-        throw new CodedError(
-          "STORAGE_CORRUPT",
-          `database schema ${version.value.toString()} is not supported`,
-        );
+    try {
+      if (!options.readonly) prepareWritable(db);
+      db.pragma("cache_size = -65536");
+      return new ChainStore(db);
+    } catch (error) {
+      db.close();
+      if ((error as { code?: string }).code === "SQLITE_BUSY") {
+        throw new CodedError("CONFLICT", `${file} is in use by a running node; stop it first`);
       }
+      throw error;
     }
-    db.pragma("cache_size = -65536");
-    return new ChainStore(db);
   }
 
   close(): void {
@@ -227,28 +250,24 @@ export class ChainStore {
       `commit of height ${batch.height} after ${this.heightCache}`,
     );
     const s = this.statements;
+    // Values bind as they are (better-sqlite3 takes any Uint8Array): copying each one into a Buffer
+    // first cost a copy of the whole block and of every state value and tree node.
     const write = this.db.transaction(() => {
-      s.insertBlock.run(
-        batch.height,
-        Buffer.from(batch.hash),
-        batch.timeMs,
-        batch.txCount,
-        Buffer.from(batch.blockBytes),
-      );
-      if (batch.commitBytes !== null) s.insertCommit.run(batch.height, Buffer.from(batch.commitBytes));
+      s.insertBlock.run(batch.height, batch.hash, batch.timeMs, batch.txCount, batch.blockBytes);
+      if (batch.commitBytes !== null) s.insertCommit.run(batch.height, batch.commitBytes);
       for (const tx of batch.txs) {
-        s.insertTx.run(hexToBuffer(tx.id), batch.height, tx.index, tx.code, tx.message, Buffer.from(tx.data));
+        s.insertTx.run(hexToBuffer(tx.id), batch.height, tx.index, tx.code, tx.message, tx.data);
       }
       for (const [key, value] of batch.stateWrites) {
         if (value === null) s.deleteState.run(key);
-        else s.putState.run(key, Buffer.from(value), batch.height);
+        else s.putState.run(key, value, batch.height);
       }
       for (const [nodeKey, node] of batch.treeWrites) {
         if (node === null) s.deleteNode.run(nodeKey);
-        else s.putNode.run(nodeKey, Buffer.from(node));
+        else s.putNode.run(nodeKey, node);
       }
-      s.putMeta.run("stateRoot", Buffer.from(batch.stateRoot));
-      for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, Buffer.from(value));
+      s.putMeta.run("stateRoot", batch.stateRoot);
+      for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, value);
       if (batch.licenseIndex !== undefined) this.licenseIndex.apply(batch.licenseIndex);
     });
     write.immediate();

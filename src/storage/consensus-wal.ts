@@ -20,6 +20,8 @@ export class SqliteWal implements Wal {
   private readonly count;
   private readonly prune;
 
+  private readonly appendAll: (records: readonly WalRecord[]) => void;
+
   constructor(db: Database.Database) {
     db.exec(`CREATE TABLE IF NOT EXISTS consensus_wal (
       seq INTEGER PRIMARY KEY AUTOINCREMENT, height INTEGER NOT NULL, record BLOB NOT NULL);
@@ -32,16 +34,21 @@ export class SqliteWal implements Wal {
       "SELECT COUNT(*) AS n FROM consensus_wal WHERE height = ?",
     );
     this.prune = db.prepare<[number]>("DELETE FROM consensus_wal WHERE height < ?");
+    this.appendAll = db.transaction((records: readonly WalRecord[]) => {
+      for (const record of records) {
+        const height = walRecordHeight(record);
+        assert(
+          this.count.get(height)!.n < walRecordsPerHeightMax,
+          `WAL records for height ${height} within bound`,
+        );
+        this.insert.run(height, Buffer.from(encodeWalRecord(record)));
+      }
+    });
   }
 
-  append(record: WalRecord): void {
-    const height = walRecordHeight(record);
-    assert(
-      this.count.get(height)!.n < walRecordsPerHeightMax,
-      `WAL records for height ${height} within bound`,
-    );
-    // One autocommit statement is one durable SQLite transaction (the database runs synchronous=FULL).
-    this.insert.run(height, Buffer.from(encodeWalRecord(record)));
+  append(records: readonly WalRecord[]): void {
+    // One SQLite transaction is one durable write (the database runs synchronous=FULL).
+    this.appendAll(records);
   }
 
   replay(height: number): readonly WalRecord[] {

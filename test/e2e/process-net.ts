@@ -166,7 +166,9 @@ export async function createProcessNetwork(
           children.delete(i);
         }),
       );
-      fs.rmSync(dir, { recursive: true, force: true });
+      // CITYCHAIN_KEEP_NET=1 keeps the folder (node logs, databases) for a post-mortem.
+      if (process.env.CITYCHAIN_KEEP_NET === "1") process.stderr.write(`network kept in ${dir}\n`);
+      else fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }

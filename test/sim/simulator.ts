@@ -124,11 +124,13 @@ class MemoryWal implements Wal {
   /** Set by the fault plan: the next append persists, then the node dies before returning. */
   crashAfterNextAppend = false;
 
-  append(record: WalRecord): void {
-    const height = walRecordHeight(record);
-    const list = this.byHeight.get(height) ?? [];
-    list.push(encodeWalRecord(record));
-    this.byHeight.set(height, list);
+  append(records: readonly WalRecord[]): void {
+    for (const record of records) {
+      const height = walRecordHeight(record);
+      const list = this.byHeight.get(height) ?? [];
+      list.push(encodeWalRecord(record));
+      this.byHeight.set(height, list);
+    }
     if (this.crashAfterNextAppend) {
       this.crashAfterNextAppend = false;
       throw new SimCrash("crash after a durable WAL append");

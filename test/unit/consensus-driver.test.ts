@@ -65,8 +65,8 @@ class ManualClock implements TimerClock {
 
 class MemoryWal implements Wal {
   readonly records: WalRecord[] = [];
-  append(record: WalRecord): void {
-    this.records.push(record);
+  append(records: readonly WalRecord[]): void {
+    this.records.push(...records);
   }
   replay(height: number): readonly WalRecord[] {
     return this.records.filter(

@@ -1,0 +1,105 @@
+/**
+ * Signature verdicts remembered at admission belong to the transaction object that was verified:
+ * a copy with the same body (so the same id) but a forged signature is verified on its own and
+ * refused, and the admitted object is executed on its remembered verdict. Identities resolved once
+ * per block still see a revocation made earlier in the same block. A node's own blocks hold at most
+ * proposalTxsMax transactions.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { utf8 } from "../../src/core/encoding.ts";
+import { decodeTx, encodeTx } from "../../src/core/tx.ts";
+import { buildTx } from "../../src/sdk/tx-builder.ts";
+import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
+
+let net: TestNetwork;
+
+before(async () => {
+  net = await startTestNetwork();
+});
+
+after(async () => {
+  await net?.close();
+});
+
+async function signedKvPut(key: string, enrollmentId = "tax.officer", certById = false) {
+  const identity = await net.identityFor(enrollmentId);
+  const chainId = net.node.node.ledger.params().chainId;
+  return buildTx({
+    chainId,
+    type: "kv.put",
+    payload: { key, value: utf8("v") },
+    signers: [identity],
+    nowMs: Date.now(),
+    certById,
+  });
+}
+
+describe("signature verdicts from admission", () => {
+  it("do not carry over to a same-id copy with a forged signature", async () => {
+    const { node } = net.node;
+    const honest = await signedKvPut("verdicts/1");
+    assert.equal((await node.submit(honest.bytes)).status, "pending");
+    const admitted = node.mempool.peek(100, 1 << 20).find((tx) => tx.id === honest.id)!;
+    assert.ok(admitted !== undefined);
+
+    // Same body, a signature by the same key over other bytes: well-formed, low S, and wrong.
+    const identity = await net.identityFor("tax.officer");
+    const wrong = await identity.signer.sign(utf8("some other message"));
+    const forged = decodeTx(
+      encodeTx(admitted.bodyBytes, [{ signer: admitted.signatures[0]!.signer, signature: wrong }]),
+    );
+    assert.equal(forged.id, admitted.id);
+
+    const ledger = node.ledger;
+    const built = ledger.buildBlock([forged], Date.now(), node.validatorId, null);
+    assert.deepEqual(built.execution.included, []);
+    assert.equal(built.execution.rejected[0]?.error.code, "SIGNATURE_INVALID");
+
+    const honestBlock = ledger.buildBlock([admitted], Date.now(), node.validatorId, null);
+    assert.deepEqual(
+      honestBlock.execution.included.map((tx) => tx.id),
+      [admitted.id],
+    );
+  });
+
+  it("a revocation earlier in a block refuses the revoked signer's later transactions in it", async () => {
+    const { node } = net.node;
+    const chainId = node.ledger.params().chainId;
+    const admin = await net.identityFor("infocenter.admin");
+    // The signer's certificate on the ledger, so its transactions refer to it by id and every one of
+    // them resolves the same certificate bytes.
+    await (await net.clientFor("police.officer")).send("kv.put", { key: "memo/first", value: utf8("v") });
+    const before = decodeTx((await signedKvPut("memo/before", "police.officer", true)).bytes);
+    const revoke = decodeTx(
+      (
+        await buildTx({
+          chainId,
+          type: "config.identity.revoke",
+          payload: { enrollmentId: "police.officer", reason: "keyCompromise", revokedAtMs: Date.now() },
+          signers: [admin],
+          nowMs: Date.now(),
+        })
+      ).bytes,
+    );
+    const after = decodeTx((await signedKvPut("memo/after", "police.officer", true)).bytes);
+    const other = decodeTx((await signedKvPut("memo/other", "tax.officer", false)).bytes);
+    const built = node.ledger.buildBlock([before, revoke, after, other], Date.now(), node.validatorId, null);
+    assert.deepEqual(
+      built.execution.included.map((tx) => tx.id),
+      [before.id, revoke.id, other.id],
+    );
+    assert.equal(built.execution.results[1]?.code, "OK");
+    assert.deepEqual(
+      built.execution.rejected.map((r) => [r.txId, r.error.code]),
+      [[after.id, "CERT_REVOKED"]],
+    );
+  });
+
+  it("a node's own block takes at most proposalTxsMax of the pending transactions", async () => {
+    const { node } = net.node;
+    const limit = node.options.proposalTxsMax;
+    assert.ok(limit >= 1);
+    assert.ok(node.candidates().length <= Math.min(limit, node.ledger.params().blockTxsMax));
+  });
+});

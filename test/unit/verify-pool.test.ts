@@ -1,0 +1,195 @@
+/**
+ * The verification worker pool: verdicts equal node:crypto's for good and bad signatures, the queue
+ * is bounded, a dead worker is replaced without losing or guessing a verdict, and closing answers
+ * everything still waiting.
+ */
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import { describe, it } from "node:test";
+import { CodedError } from "../../src/core/errors.ts";
+import { normalizeP256Signature } from "../../src/core/signature.ts";
+import { NodeSignatureVerifier } from "../../src/node/crypto-node.ts";
+import { defaultVerifyPoolOptions, VerifyPool } from "../../src/node/verify-pool.ts";
+
+const p256Order = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+
+function keyPair() {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  return { privateKey, spki: new Uint8Array(publicKey.export({ format: "der", type: "spki" })) };
+}
+
+const alice = keyPair();
+const bob = keyPair();
+
+function sign(privateKey: crypto.KeyObject, message: Uint8Array): Uint8Array {
+  return normalizeP256Signature(
+    new Uint8Array(crypto.sign("sha256", message, { key: privateKey, dsaEncoding: "ieee-p1363" })),
+  );
+}
+
+interface Case {
+  readonly key: Uint8Array;
+  readonly message: Uint8Array;
+  readonly signature: Uint8Array;
+  readonly expected: boolean;
+}
+
+/** Good signatures mixed with every kind of bad one, in a fixed order. */
+function cases(count: number): Case[] {
+  const out: Case[] = [];
+  for (let i = 0; i < count; i++) {
+    const message = crypto.createHash("sha256").update(`message ${i}`).digest();
+    const signer = i % 2 === 0 ? alice : bob;
+    const signature = sign(signer.privateKey, message);
+    switch (i % 5) {
+      case 0:
+      case 1:
+        out.push({ key: signer.spki, message, signature, expected: true });
+        break;
+      case 2: {
+        const tampered = Uint8Array.from(message);
+        tampered[0] = tampered[0]! ^ 1;
+        out.push({ key: signer.spki, message: tampered, signature, expected: false });
+        break;
+      }
+      case 3:
+        out.push({ key: (signer === alice ? bob : alice).spki, message, signature, expected: false });
+        break;
+      default: {
+        const broken = Uint8Array.from(signature);
+        broken[40] = broken[40]! ^ 0x80;
+        out.push({ key: signer.spki, message, signature: broken, expected: false });
+      }
+    }
+  }
+  return out;
+}
+
+async function verifyAll(pool: VerifyPool, list: readonly Case[]): Promise<boolean[]> {
+  return Promise.all(list.map((c) => pool.verify(c.key, c.message, c.signature)));
+}
+
+describe("verify pool", () => {
+  it("gives node:crypto's verdict for good, tampered, wrong-key and broken signatures", async () => {
+    const pool = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 2, batchSignaturesMax: 16 });
+    try {
+      const list = cases(200);
+      assert.deepEqual(
+        await verifyAll(pool, list),
+        list.map((c) => c.expected),
+      );
+      assert.equal(pool.queuedSignatures, 0);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("answers false for a key that is not a key and for a signature of the wrong length", async () => {
+    const pool = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1 });
+    try {
+      const [good] = cases(1);
+      assert.equal(await pool.verify(new Uint8Array([1, 2, 3]), good!.message, good!.signature), false);
+      assert.equal(await pool.verify(good!.key, good!.message, good!.signature.subarray(0, 63)), false);
+      assert.equal(await pool.verify(good!.key, good!.message, good!.signature), true);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("refuses with RATE_LIMITED beyond its queue bound, and takes work again once answered", async () => {
+    const pool = new VerifyPool({
+      ...defaultVerifyPoolOptions,
+      workers: 1,
+      queuedSignaturesMax: 8,
+      batchSignaturesMax: 8,
+    });
+    try {
+      const list = cases(9);
+      const first = list.slice(0, 8).map((c) => pool.verify(c.key, c.message, c.signature));
+      assert.equal(pool.queuedSignatures, 8);
+      await assert.rejects(
+        pool.verify(list[8]!.key, list[8]!.message, list[8]!.signature),
+        (e) => e instanceof CodedError && e.code === "RATE_LIMITED",
+      );
+      assert.deepEqual(
+        await Promise.all(first),
+        list.slice(0, 8).map((c) => c.expected),
+      );
+      assert.equal(await pool.verify(list[8]!.key, list[8]!.message, list[8]!.signature), list[8]!.expected);
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("replaces a worker that dies with batches in flight, and still gives every verdict", async () => {
+    const pool = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1, batchSignaturesMax: 20 });
+    try {
+      const list = cases(60);
+      // A full batch is sent at once, so the worker is killed with work in flight.
+      const answers = verifyAll(pool, list);
+      await pool.workersForTest()[0]!.terminate();
+      assert.deepEqual(
+        await answers,
+        list.map((c) => c.expected),
+      );
+      assert.equal(pool.replacedWorkers, 1);
+      assert.equal(pool.workersForTest().length, 1);
+      const more = cases(10);
+      assert.deepEqual(
+        await verifyAll(pool, more),
+        more.map((c) => c.expected),
+      );
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("verifies on the main thread a batch that outlived its crash retries", async () => {
+    const pool = new VerifyPool({
+      ...defaultVerifyPoolOptions,
+      workers: 1,
+      batchSignaturesMax: 10,
+      crashRetriesMax: 0,
+    });
+    try {
+      const list = cases(30);
+      const answers = verifyAll(pool, list);
+      await pool.workersForTest()[0]!.terminate();
+      assert.deepEqual(
+        await answers,
+        list.map((c) => c.expected),
+      );
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("answers what is still waiting when it closes, and refuses new work after", async () => {
+    const pool = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1, batchSignaturesMax: 512 });
+    const list = cases(12);
+    const answers = verifyAll(pool, list);
+    await pool.close();
+    assert.deepEqual(
+      await answers,
+      list.map((c) => c.expected),
+    );
+    await assert.rejects(
+      pool.verify(list[0]!.key, list[0]!.message, list[0]!.signature),
+      (e) => e instanceof CodedError && e.code === "NODE_STOPPING",
+    );
+  });
+
+  it("behind the node's verifier, still refuses a high-S (malleated) signature", async () => {
+    const verifier = new NodeSignatureVerifier(new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1 }));
+    try {
+      const [good] = cases(1);
+      const s = BigInt(`0x${Buffer.from(good!.signature.subarray(32)).toString("hex")}`);
+      const high = Uint8Array.from(good!.signature);
+      high.set(Buffer.from((p256Order - s).toString(16).padStart(64, "0"), "hex"), 32);
+      assert.equal(await verifier.verifyAsync(good!.key, good!.message, good!.signature), true);
+      assert.equal(await verifier.verifyAsync(good!.key, good!.message, high), false);
+    } finally {
+      await verifier.close();
+    }
+  });
+});
