@@ -1,7 +1,7 @@
 /**
  * A node's configuration: one JSON file in its data folder (`node.json`), every option with a
  * default, and environment overrides (CITYCHAIN_API_HOST, CITYCHAIN_API_PORT,
- * CITYCHAIN_BLOCK_INTERVAL_MS, CITYCHAIN_VERIFY_WORKERS). docs/operations.md lists them all.
+ * CITYCHAIN_BLOCK_INTERVAL_MS, CITYCHAIN_VERIFY_WORKERS, CITYCHAIN_LOG_LEVEL). docs/operations.md lists them all.
  *
  * Data folder layout:
  *   node.json            this configuration
@@ -113,7 +113,7 @@ export function readNodeConfig(dir: string, env: NodeJS.ProcessEnv = process.env
   const host = env.CITYCHAIN_API_HOST ?? api.host;
   if (typeof host !== "string" || host.length === 0)
     throw new CodedError("BAD_REQUEST", "config: api.host", "api.host");
-  const logLevel = raw.logLevel ?? d.logLevel;
+  const logLevel = env.CITYCHAIN_LOG_LEVEL ?? raw.logLevel ?? d.logLevel;
   if (!["debug", "info", "warn", "error"].includes(String(logLevel))) {
     throw new CodedError("BAD_REQUEST", "config: logLevel must be debug|info|warn|error", "logLevel");
   }

@@ -11,7 +11,7 @@
 import type { Identity } from "../ca/identity.ts";
 import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../consensus/driver.ts";
 import type { TimerClock, TimerId } from "../consensus/ports.ts";
-import { type Commit, decodeBlock, decodeCommit, encodeCommit, validatorIdOf } from "../core/block.ts";
+import { decodeBlock, decodeCommit, encodeCommit, validatorIdOf } from "../core/block.ts";
 import { verifyCommit } from "../core/consensus/commit.ts";
 import { bytesEqual } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
@@ -40,6 +40,8 @@ export interface NetworkNodeOptions {
   readonly consensus: Partial<Omit<DriverOptions, "chainId">>;
   /** A block request not answered in this time goes to another peer. */
   readonly syncRequestTimeoutMs: number;
+  /** One height behind for this long (the driver did not finish it itself): fetch the block. */
+  readonly syncGraceMs: number;
   readonly logger?: Logger;
 }
 
@@ -107,8 +109,12 @@ export class NetworkNode {
   private readonly timerClock: SystemTimerClock;
   private readonly wal: SqliteWal;
   private readonly app: LedgerApplication;
+  /** The peer asked for the next block, while a request is in flight. */
   private syncPeer: string | null = null;
+  /** The peer asked last, so the next request goes to another (one that stopped answering is passed over). */
+  private lastSyncPeer: string | null = null;
   private syncTimer: NodeJS.Timeout | null = null;
+  private graceTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
   constructor(
@@ -154,7 +160,11 @@ export class NetworkNode {
       onMessage: (peer, message) => this.onMessage(peer, message),
       onPeerUp: (peer) => this.onPeerUp(peer),
       onPeerDown: (peer) => {
-        if (this.syncPeer === peer) this.syncPeer = null;
+        if (this.syncPeer !== peer) return;
+        if (this.syncTimer !== null) clearTimeout(this.syncTimer);
+        this.syncTimer = null;
+        this.syncPeer = null;
+        this.continueCatchUp();
       },
     });
     this.driver = this.makeDriver();
@@ -210,6 +220,7 @@ export class NetworkNode {
     this.driver.stop();
     this.timerClock.cancelAll();
     if (this.syncTimer !== null) clearTimeout(this.syncTimer);
+    if (this.graceTimer !== null) clearTimeout(this.graceTimer);
     await this.network.close();
   }
 
@@ -249,21 +260,93 @@ export class NetworkNode {
   }
 
   // ---- catch-up ----
+  //
+  // Two paths commit blocks: the driver (consensus) and catch-up (verified blocks fetched from
+  // peers). They never run at once: catch-up stops the driver before its first request and starts a
+  // fresh one (which resumes from the WAL at the ledger's next height) when no peer is ahead any
+  // more. Every way out of a request (answer, refusal, stale answer, timeout, peer gone) ends in
+  // `continueCatchUp`, so the node cannot stay "syncing" with nothing in flight.
 
+  /**
+   * A peer is ahead of us. Two or more heights behind, fetch blocks at once. One height behind is
+   * the normal state of a node a few milliseconds slower than its peers, and the driver finishes
+   * that height itself from the precommits or the decision its peers send back; fetching only if
+   * the gap outlives a grace period keeps it in consensus instead of dropping its messages.
+   */
   private catchUp(targetHeight: number): void {
-    if (this.stopped || targetHeight <= this.ledger.height()) return;
-    if (this.syncPeer !== null) return;
+    if (this.stopped || this.syncPeer !== null) return;
     const next = this.ledger.height() + 1;
-    const peer = this.network.peers().find((p) => p.height >= next);
-    if (peer === undefined) return;
-    this.node.syncing = true;
+    if (targetHeight < next) {
+      if (this.node.syncing) this.continueCatchUp();
+      return;
+    }
+    if (!this.node.syncing && targetHeight === next) {
+      this.graceCheck(targetHeight);
+      return;
+    }
+    this.requestBlock(next, targetHeight);
+  }
+
+  private graceCheck(targetHeight: number): void {
+    if (this.graceTimer !== null) return;
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = null;
+      if (this.stopped || this.syncPeer !== null || this.ledger.height() >= targetHeight) return;
+      this.requestBlock(this.ledger.height() + 1, targetHeight);
+    }, this.options.syncGraceMs);
+  }
+
+  /** The next peer, after the last one asked, that says it has `height`. */
+  private pickPeer(height: number): PeerInfo | undefined {
+    const able = this.network.peers().filter((p) => p.height >= height);
+    if (able.length === 0) return undefined;
+    const after = able.findIndex((p) => p.nodeId === this.lastSyncPeer);
+    return able[(after + 1) % able.length];
+  }
+
+  private requestBlock(next: number, targetHeight: number): void {
+    const peer = this.pickPeer(next);
+    if (peer === undefined) {
+      this.options.logger?.debug({ height: next, target: targetHeight }, "catch-up: no peer has the block");
+      if (this.node.syncing) this.finishCatchUp();
+      return;
+    }
+    if (!this.node.syncing) {
+      this.node.syncing = true;
+      this.driver.stop();
+      this.options.logger?.info({ height: next, target: targetHeight }, "catch-up: started");
+    }
+    this.options.logger?.debug(
+      { height: next, target: targetHeight, peer: peer.nodeId },
+      "catch-up: block requested",
+    );
     this.syncPeer = peer.nodeId;
+    this.lastSyncPeer = peer.nodeId;
     this.network.send(peer.nodeId, { type: "block-request", height: next });
     this.syncTimer = setTimeout(() => {
+      this.options.logger?.debug({ height: next, peer: peer.nodeId }, "catch-up: request timed out");
       this.syncTimer = null;
       this.syncPeer = null;
-      this.catchUp(next);
+      this.continueCatchUp();
     }, this.options.syncRequestTimeoutMs);
+  }
+
+  /** After each answer, refusal or timeout: fetch the next block, or go back to consensus. */
+  private continueCatchUp(): void {
+    if (this.stopped || this.syncPeer !== null) return;
+    const best = Math.max(0, ...this.network.peers().map((p) => p.height));
+    if (best > this.ledger.height()) this.requestBlock(this.ledger.height() + 1, best);
+    else this.finishCatchUp();
+  }
+
+  /** Caught up (or nobody can help): consensus resumes at the ledger's next height. */
+  private finishCatchUp(): void {
+    if (!this.node.syncing || this.stopped) return;
+    this.node.syncing = false;
+    this.options.logger?.info({ height: this.ledger.height() }, "catch-up: finished");
+    this.driver.stop();
+    this.driver = this.makeDriver();
+    this.driver.start();
   }
 
   private serveBlock(peer: string, height: number): void {
@@ -278,42 +361,35 @@ export class NetworkNode {
   }
 
   private applySynced(peer: string, height: number, blockBytes: Uint8Array, commitBytes: Uint8Array): void {
-    if (peer !== this.syncPeer || height !== this.ledger.height() + 1) return;
+    if (peer !== this.syncPeer) return; // an answer to a request we gave up on
     if (this.syncTimer !== null) clearTimeout(this.syncTimer);
     this.syncTimer = null;
     this.syncPeer = null;
-    let commit: Commit;
-    try {
-      const block = decodeBlock(blockBytes);
-      commit = decodeCommit(commitBytes);
-      if (commit.height !== height || !bytesEqual(commit.blockHash, block.hash))
-        throw new Error("commit is for another block");
-      const check = verifyCommit(
-        block.header.chainId,
-        this.ledger.validators(),
-        commit,
-        this.ledger.verifier,
-      );
-      if (!check.ok) throw new Error(check.reason);
-      // Re-executes and compares every root: a peer cannot make us accept a block we would not make.
-      const prepared = this.ledger.checkBlock(block);
-      this.ledger.commit(prepared, commit);
-      this.node.afterCommit(prepared, commit);
-    } catch (error) {
-      this.options.logger?.warn({ height, peer, reason: (error as Error).message }, "catch-up block refused");
-      this.network.disconnect(peer, "bad-message", "sent a block that does not verify");
-      this.catchUp(height);
-      return;
+    if (height === this.ledger.height() + 1) {
+      try {
+        this.applyBlock(height, blockBytes, commitBytes);
+        this.options.logger?.debug({ height }, "catch-up: block applied");
+      } catch (error) {
+        this.options.logger?.warn(
+          { height, peer, reason: (error as Error).message },
+          "catch-up block refused",
+        );
+        this.network.disconnect(peer, "bad-message", "sent a block that does not verify");
+      }
     }
-    const best = Math.max(0, ...this.network.peers().map((p) => p.height));
-    if (best > this.ledger.height()) {
-      this.catchUp(best);
-      return;
-    }
-    // Caught up: restart consensus at the new height.
-    this.node.syncing = false;
-    this.driver.stop();
-    this.driver = this.makeDriver();
-    this.driver.start();
+    this.continueCatchUp();
+  }
+
+  private applyBlock(height: number, blockBytes: Uint8Array, commitBytes: Uint8Array): void {
+    const block = decodeBlock(blockBytes);
+    const commit = decodeCommit(commitBytes);
+    if (commit.height !== height || !bytesEqual(commit.blockHash, block.hash))
+      throw new Error("commit is for another block");
+    const check = verifyCommit(block.header.chainId, this.ledger.validators(), commit, this.ledger.verifier);
+    if (!check.ok) throw new Error(check.reason);
+    // Re-executes and compares every root: a peer cannot make us accept a block we would not make.
+    const prepared = this.ledger.checkBlock(block);
+    this.ledger.commit(prepared, commit);
+    this.node.afterCommit(prepared, commit);
   }
 }

@@ -11,6 +11,7 @@ import { type PassphraseSource, readPrivateKey, resolvePassphrase } from "../ca/
 import { defaultMachineOptions } from "../core/consensus/machine.ts";
 import { CodedError } from "../core/errors.ts";
 import { keyNodeDefaults, LicenseKeyNode } from "../license/key-node.ts";
+import type { Logger } from "../p2p/ports.ts";
 import { ChainStore } from "../storage/chain-store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { nodeFiles, readNodeConfig } from "./config.ts";
@@ -35,6 +36,8 @@ export interface StartNodeOptions {
   readonly passphrase: PassphraseSource;
   readonly clock?: Clock;
   readonly logger?: boolean;
+  /** Where the peer network and catch-up report what they refuse or drop (the node's own log). */
+  readonly log?: Logger;
 }
 
 /** Creates the ledger from genesis.json when the folder has none yet. */
@@ -127,6 +130,8 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       peers: p2p.peers,
       observer: p2p.observer,
       syncRequestTimeoutMs: 5000,
+      syncGraceMs: 1000,
+      ...(options.log === undefined ? {} : { logger: options.log }),
       consensus: {
         timeoutCommitMs: p2p.timeoutCommitMs,
         machine: {

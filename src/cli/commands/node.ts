@@ -63,7 +63,11 @@ export function registerNodeCommands(program: Command): void {
     .action(async (flags: { dir: string; passphraseFile?: string }) => {
       const config = readNodeConfig(flags.dir);
       const log = pino({ level: config.logLevel, base: { node: path.basename(path.resolve(flags.dir)) } });
-      const running = await startNode({ dir: flags.dir, passphrase: passphraseSource(flags.passphraseFile) });
+      const running = await startNode({
+        dir: flags.dir,
+        passphrase: passphraseSource(flags.passphraseFile),
+        log,
+      });
       const latest = running.node.ledger.latest();
       log.info(
         { url: running.url, chainId: latest.header.chainId, height: latest.header.height },
