@@ -4,7 +4,7 @@
  * synchronous step so every part describes the same height. Whoever receives one can check it
  * without trusting the node that sent it (src/sdk/verify.ts).
  */
-import { decodeCommit } from "../core/block.ts";
+import { decodeCommit, type Validator } from "../core/block.ts";
 import { toBase64, toHex } from "../core/encoding.ts";
 import { sha256Hex } from "../core/hash.ts";
 import { proofToJson } from "../core/smt-proof.ts";
@@ -81,11 +81,18 @@ export function proofAnchor(node: ChainNode) {
     height: block.header.height,
     header: headerToJson(block.header, block.hash, block.headerBytes),
     commit: commit === null ? null : commitToJson(commit),
-    validators: ledger.validators().map((v) => ({
-      id: toHex(v.id),
-      publicKey: toBase64(v.publicKeySpki),
-      power: v.power,
-      dept: v.dept,
-    })),
+    // The set that signed this header's commit (the next height's may differ after a change).
+    validators: validatorsToJson(
+      block.header.height === 0 ? ledger.validators() : ledger.votersAt(block.header.height),
+    ),
   };
+}
+
+export function validatorsToJson(validators: readonly Validator[]) {
+  return validators.map((v) => ({
+    id: toHex(v.id),
+    publicKey: toBase64(v.publicKeySpki),
+    power: v.power,
+    dept: v.dept,
+  }));
 }

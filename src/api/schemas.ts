@@ -201,6 +201,45 @@ export const getState = {
   },
 } as const;
 
+export const getValidators = {
+  summary: "The validator set of the next height and every change of the set, with proofs",
+  description:
+    "Each change took effect at `height`; its proof shows the new list as state key sys/validators in the state root of block height - 1, whose header is signed (commit) by the set before the change. A client that trusts the genesis set follows the changes in order (SDK followValidatorChanges). Paged by `after` (a height), at most 100 changes per answer.",
+  querystring: {
+    type: "object",
+    properties: { after: { type: "integer", minimum: 0, default: 0 } },
+    additionalProperties: false,
+  },
+  response: {
+    200: {
+      type: "object",
+      properties: {
+        height: { type: "integer", description: "the latest block" },
+        next: {
+          type: "object",
+          properties: { height: { type: "integer" }, validators: validatorsJson },
+        },
+        changes: {
+          type: "array",
+          items: {
+            type: "object",
+            properties: {
+              height: { type: "integer" },
+              validators: validatorsJson,
+              value: { type: "string", description: "base64 of the canonical list, the proven value" },
+              proof: { type: "object", additionalProperties: true },
+              header,
+              commit,
+            },
+          },
+        },
+        more: { type: "boolean", description: "more changes follow the last one listed" },
+      },
+    },
+    ...apiErrorResponses,
+  },
+} as const;
+
 export const getStatus = {
   summary: "Node status",
   response: {

@@ -13,13 +13,14 @@ import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/e
 import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
 import { parseSignedRequest } from "../core/httpsig.ts";
 import { type Identity, resolveIdentity } from "../core/identity.ts";
-import { stateKeys } from "../core/system-state.ts";
-import { blockToJson, canonicalToJson } from "../core/views.ts";
+import { proofToJson } from "../core/smt-proof.ts";
+import { encodeValidators, stateKeys } from "../core/system-state.ts";
+import { blockToJson, canonicalToJson, commitToJson, headerToJson } from "../core/views.ts";
 import type { LicenseKeyNode } from "../license/key-node.ts";
 import type { ChainNode, TxStatus } from "../node/node.ts";
 import { sendError, validatorCompiler } from "./http-common.ts";
 import { registerLicenseRoutes } from "./license-routes.ts";
-import { commitAt, proofAnchor, provenEntry } from "./proofs.ts";
+import { commitAt, proofAnchor, provenEntry, validatorsToJson } from "./proofs.ts";
 import { RequestVerifier } from "./request-auth.ts";
 import * as schemas from "./schemas.ts";
 
@@ -253,6 +254,29 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
   app.get("/v1/state", { schema: schemas.getState }, async (request) => {
     const { key } = request.query as { key: string };
     return { ...provenEntry(node, key), ...proofAnchor(node) };
+  });
+
+  app.get("/v1/validators", { schema: schemas.getValidators }, async (request) => {
+    const { after } = request.query as { after: number };
+    const pageMax = 100;
+    const changes = ledger.validatorChanges(after, pageMax + 1);
+    return {
+      height: ledger.height(),
+      next: { height: ledger.height() + 1, validators: validatorsToJson(ledger.validators()) },
+      changes: changes.slice(0, pageMax).map((change) => {
+        const block = ledger.blockAt(change.height - 1)!;
+        const commitOrNull = commitAt(node, change.height - 1);
+        return {
+          height: change.height,
+          validators: validatorsToJson(change.validators),
+          value: toBase64(encodeValidators(change.validators)),
+          proof: change.proof === null ? null : proofToJson(change.proof),
+          header: headerToJson(block.header, block.hash, block.headerBytes),
+          commit: commitOrNull === null ? null : commitToJson(commitOrNull),
+        };
+      }),
+      more: changes.length > pageMax,
+    };
   });
 
   app.get("/v1/status", { schema: schemas.getStatus }, async (request) => {

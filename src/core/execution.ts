@@ -54,6 +54,8 @@ export interface TxCall {
   readonly state: StateOverlay;
   readonly payload: Canonical;
   readonly verify: ExecutionPorts["verify"];
+  /** A certificate judged as of this block (trusted root, validity, revocations, department). */
+  readonly identityOf: (der: Uint8Array) => Identity;
 }
 
 export type TxHandler = (call: TxCall) => Canonical;
@@ -196,6 +198,7 @@ function executeTx(
     state,
     payload: tx.body.payload,
     verify: ports.verify,
+    identityOf: (der) => resolveIdentity(ports.x509, state, der, block.timeMs),
   });
   rememberCertificates(state, tx, signers);
   return data;

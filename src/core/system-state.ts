@@ -29,6 +29,8 @@ export const stateKeys = {
   chainParams: "sys/params",
   roots: "sys/roots",
   validators: "sys/validators",
+  /** Height of the block that last changed the validator set (one change per block). */
+  validatorsChangedAt: "sys/validators-changed",
   dept: (code: string) => `sys/dept/${code}`,
   cert: (certId: string) => `sys/cert/${certId}`,
   revokedCert: (certId: string) => `sys/revoked/cert/${certId}`,
@@ -107,6 +109,21 @@ export function readRevocation(state: StateReader, key: string): Revocation | un
 export function readValidators(state: StateReader): readonly Validator[] {
   const raw = readRecord(state, stateKeys.validators) as Canonical[][] | undefined;
   if (raw === undefined) return [];
+  return validatorsFromCanonical(raw);
+}
+
+/** The validator list as encodeValidators wrote it. */
+export function decodeValidators(bytes: Uint8Array): readonly Validator[] {
+  let raw: Canonical[][];
+  try {
+    raw = decodeStoredCanonical(bytes, 1024 * 1024) as Canonical[][];
+  } catch {
+    throw new CodedError("STORAGE_CORRUPT", "a stored validator list is not canonical");
+  }
+  return validatorsFromCanonical(raw);
+}
+
+function validatorsFromCanonical(raw: Canonical[][]): readonly Validator[] {
   return raw.map(([id, publicKeySpki, power, dept]) => ({
     id: id as Uint8Array,
     publicKeySpki: publicKeySpki as Uint8Array,

@@ -23,7 +23,8 @@ export const preparedBlocksMax = 16;
 export interface LedgerApplicationHooks {
   onBehind?(height: number): void;
   onEvidence?(evidence: Evidence): void;
-  onCommitted?(height: number): void;
+  /** After a decided block is durable, with the state it wrote. */
+  onCommitted?(height: number, writes: ReadonlyMap<string, Uint8Array | null>): void;
 }
 
 export class LedgerApplication implements Application {
@@ -114,7 +115,7 @@ export class LedgerApplication implements Application {
     this.ledger.commit(prepared, commit);
     this.prepared.clear();
     this.node.afterCommit(prepared, commit);
-    this.hooks.onCommitted?.(height);
+    this.hooks.onCommitted?.(height, prepared.execution.writes);
   }
 
   decisionAt(height: number): { readonly blockBytes: Uint8Array; readonly commit: Commit } | undefined {

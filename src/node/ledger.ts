@@ -19,6 +19,7 @@ import {
 } from "../core/block.ts";
 import { verifyCommit } from "../core/consensus/commit.ts";
 import {
+  carryPriorities,
   genesisValidatorSet,
   nextHeightValidatorSet,
   type ValidatorSet,
@@ -38,12 +39,31 @@ import { builtinHandlers } from "../core/handlers/index.ts";
 import type { X509Port } from "../core/identity.ts";
 import { type LicenseIndexOps, licenseIndexOps } from "../core/license/index-ops.ts";
 import { type SmtBatchResult, SparseMerkleTree, smtNodeKeyToHex } from "../core/smt.ts";
-import type { SmtProof } from "../core/smt-proof.ts";
-import { type ChainParams, readChainParams, readValidators } from "../core/system-state.ts";
+import { decodeProof, encodeProof, type SmtProof } from "../core/smt-proof.ts";
+import {
+  type ChainParams,
+  decodeValidators,
+  encodeValidators,
+  readChainParams,
+  readValidators,
+  stateKeys,
+} from "../core/system-state.ts";
 import { decodeTx, signingBytes, type Tx } from "../core/tx.ts";
 import type { ChainStore } from "../storage/chain-store.ts";
 import { CachedState } from "./cached-state.ts";
 import type { NodeSignatureVerifier } from "./crypto-node.ts";
+
+/**
+ * A change of the validator set, as a client that trusts the previous set can check it: the new list
+ * took effect at `height`, and `proof` shows it as `sys/validators` in the state root of block
+ * `height - 1` (the block whose transaction made the change, committed by the previous set).
+ */
+export interface ValidatorChange {
+  readonly height: number;
+  readonly validators: readonly Validator[];
+  /** Null only for the record of the set before the first change (height 1, from genesis). */
+  readonly proof: SmtProof | null;
+}
 
 export interface PreparedBlock {
   readonly block: Block;
@@ -66,6 +86,8 @@ export class Ledger {
   readonly tree: SparseMerkleTree;
   readonly state: CachedState;
   private latestBlock: Block;
+  /** Every validator list the chain has had, by the height it took effect, oldest first (empty: never changed). */
+  private validatorHistory: Array<{ readonly height: number; readonly validators: readonly Validator[] }>;
 
   constructor(
     readonly store: ChainStore,
@@ -82,6 +104,11 @@ export class Ledger {
       bytesEqual(this.tree.root(), this.latestBlock.header.stateRoot),
       "state tree root matches the last block",
     );
+    this.validatorHistory = store.metaWithPrefix(validatorHistoryPrefix).map((row) => ({
+      height: Number(row.key.slice(validatorHistoryPrefix.length)),
+      validators: decodeValidators(row.value),
+    }));
+    this.repairChangeProof();
   }
 
   /** Writes block 0 from the genesis document into an empty store. */
@@ -123,8 +150,38 @@ export class Ledger {
     return readChainParams(this.state);
   }
 
+  /** The validators of the next height (the one being decided): the set in the current state. */
   validators(): readonly Validator[] {
     return readValidators(this.state);
+  }
+
+  /** The validators that voted on block `height` (1..latest + 1): those whose commit certifies it. */
+  votersAt(height: number): readonly Validator[] {
+    assert(height >= 1 && height <= this.height() + 1, "voters of a block up to the next one");
+    if (height === this.height() + 1) return this.validators();
+    let found: readonly Validator[] | undefined;
+    for (const entry of this.validatorHistory) {
+      if (entry.height > height) break;
+      found = entry.validators;
+    }
+    // No history: the set never changed, so the current one voted on every block.
+    return found ?? this.validators();
+  }
+
+  /** The changes of the validator set after `height` (exclusive), oldest first, with their proofs. */
+  validatorChanges(afterHeight: number, limit: number): ValidatorChange[] {
+    const out: ValidatorChange[] = [];
+    for (const entry of this.validatorHistory) {
+      if (entry.height <= afterHeight || entry.height === 1) continue;
+      if (out.length >= limit) break;
+      const proof = this.store.getMeta(changeProofKey(entry.height));
+      out.push({
+        height: entry.height,
+        validators: entry.validators,
+        proof: proof === undefined ? null : decodeProof(proof),
+      });
+    }
+    return out;
   }
 
   /**
@@ -133,7 +190,7 @@ export class Ledger {
    * for any other height they are not needed for proposer choice and are returned as zeros.
    */
   validatorSetAt(height: number): ValidatorSet {
-    const validators = this.validators();
+    const validators = this.votersAt(height);
     const stored = this.store.getMeta(validatorSetMetaKey);
     if (stored !== undefined) {
       const [forHeight, priorities] = decodeCanonical(stored, 1024 * 1024) as [number, number[]];
@@ -302,7 +359,7 @@ export class Ledger {
     if (last.height !== prev.header.height || !bytesEqual(last.blockHash, prev.hash)) {
       throw invalid("last commit is for another block", "lastCommit");
     }
-    const check = verifyCommit(prev.header.chainId, this.validators(), last, this.verifier);
+    const check = verifyCommit(prev.header.chainId, this.votersAt(prev.header.height), last, this.verifier);
     if (!check.ok) throw invalid(`last commit: ${check.reason}`, "lastCommit");
   }
 
@@ -315,6 +372,20 @@ export class Ledger {
         execution.writes.has(key) ? (execution.writes.get(key) ?? undefined) : this.state.get(key),
     };
     const licenseIndex = licenseIndexOps(execution, after, block.header.height, block.header.timeMs);
+    const height = block.header.height;
+    const meta = new Map<string, Uint8Array>();
+    const change = this.validatorChangeOf(execution, height);
+    const voting = this.validatorSetAt(height);
+    const next =
+      change === null
+        ? nextHeightValidatorSet(voting)
+        : carryPriorities(nextHeightValidatorSet(voting), change);
+    meta.set(validatorSetMetaKey, encodePriorities(height + 1, next.priorities));
+    if (change !== null) {
+      // The set before the first change is recorded too, so every height's voters stay known.
+      if (this.validatorHistory.length === 0) meta.set(historyKey(1), encodeValidators(voting.validators));
+      meta.set(historyKey(height + 1), encodeValidators(change));
+    }
     this.store.commitBlock({
       licenseIndex,
       height: block.header.height,
@@ -333,21 +404,40 @@ export class Ledger {
       stateWrites: execution.writes,
       treeWrites: prepared.tree.nodeWrites,
       stateRoot: block.header.stateRoot,
-      meta: new Map([
-        [
-          validatorSetMetaKey,
-          encodePriorities(
-            block.header.height + 1,
-            nextHeightValidatorSet(this.validatorSetAt(block.header.height)).priorities,
-          ),
-        ],
-      ]),
+      meta,
     });
     this.tree.commit(prepared.tree);
     this.state.applyCommitted(execution.writes);
     for (const tx of execution.included) this.decodedTxs.delete(txBytesKey(tx.bytes));
     this.latestBlock = block;
+    if (change !== null) {
+      if (this.validatorHistory.length === 0)
+        this.validatorHistory.push({ height: 1, validators: voting.validators });
+      this.validatorHistory.push({ height: height + 1, validators: change });
+      this.repairChangeProof();
+    }
     for (const listener of this.licenseListeners) listener(licenseIndex, block.header.height);
+  }
+
+  /** The new validator list if this block's execution changed it, else null. */
+  private validatorChangeOf(execution: BlockExecution, height: number): readonly Validator[] | null {
+    const written = execution.writes.get(stateKeys.validators);
+    if (written === undefined) return null;
+    assert(written !== null, `block ${height} deletes the validator set`);
+    const next = decodeValidators(written);
+    return bytesEqual(written, encodeValidators(this.validators())) ? null : next;
+  }
+
+  /**
+   * The proof of the newest change is made right after the block that made it commits, while the
+   * state tree is at that block's root (the tree keeps no older roots). A crash between the two
+   * writes leaves the proof missing with the tree still at that root, so the next start makes it.
+   */
+  private repairChangeProof(): void {
+    const last = this.validatorHistory.at(-1);
+    if (last === undefined || last.height === 1 || last.height !== this.height() + 1) return;
+    if (this.store.getMeta(changeProofKey(last.height)) !== undefined) return;
+    this.store.putMeta(changeProofKey(last.height), encodeProof(this.proof(stateKeys.validators)));
   }
 
   /** Told each committed block's license rows, once durable (the key node acts on forgotten subjects). */
@@ -355,6 +445,16 @@ export class Ledger {
 }
 
 const validatorSetMetaKey = "validatorSet";
+const validatorHistoryPrefix = "validators/";
+const heightDigits = 15;
+
+function historyKey(height: number): string {
+  return `${validatorHistoryPrefix}${String(height).padStart(heightDigits, "0")}`;
+}
+
+function changeProofKey(height: number): string {
+  return `validator-proof/${String(height).padStart(heightDigits, "0")}`;
+}
 
 export const decodedTxsMax = 200_000;
 

@@ -115,6 +115,8 @@ export class NetworkNode {
   private lastSyncPeer: string | null = null;
   private syncTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  /** Whether the running driver signs (this node was a validator of the height it started at). */
+  private driverSigns = false;
   private stopped = false;
 
   constructor(
@@ -128,7 +130,10 @@ export class NetworkNode {
     this.wal = new SqliteWal(ledger.store.db);
     this.app = new LedgerApplication(ledger, node, clock, {
       onBehind: (height) => this.catchUp(height),
-      onCommitted: (height) => this.network.broadcast({ type: "status", height }),
+      onCommitted: (height, writes) => {
+        this.network.broadcast({ type: "status", height });
+        this.afterSystemWrites(writes);
+      },
       onEvidence: (evidence) => options.logger?.warn({ kind: evidence.kind }, "consensus evidence"),
     });
     this.network = new PeerNetwork({
@@ -182,6 +187,7 @@ export class NetworkNode {
 
   private makeDriver(): ConsensusDriver {
     const params = this.ledger.params();
+    this.driverSigns = this.isValidator();
     return new ConsensusDriver(
       {
         clock: this.timerClock,
@@ -193,7 +199,7 @@ export class NetworkNode {
             this.network.send(peer, { type: "consensus", kind: consensusKindOf(bytes), bytes });
           },
         },
-        signer: this.isValidator()
+        signer: this.driverSigns
           ? { validatorId: this.node.validatorId, sign: (message) => this.signer.signSync(message) }
           : null,
         verifier: this.ledger.verifier,
@@ -391,5 +397,36 @@ export class NetworkNode {
     const prepared = this.ledger.checkBlock(block);
     this.ledger.commit(prepared, commit);
     this.node.afterCommit(prepared, commit);
+    this.afterSystemWrites(prepared.execution.writes);
+  }
+
+  /**
+   * A block that changed system records (validators, revocations, departments, roots) may change
+   * who our peers are and whether this node votes: peers are judged again (a revoked node is
+   * dropped, a new validator is one), and the driver is restarted if this node joined or left the
+   * validator set. The restart waits for the current call to return (this runs inside the driver's
+   * own commit); the new driver resumes at the next height from the WAL, so it cannot double-sign.
+   */
+  private afterSystemWrites(writes: ReadonlyMap<string, Uint8Array | null>): void {
+    let system = false;
+    for (const key of writes.keys()) {
+      if (key.startsWith("sys/")) {
+        system = true;
+        break;
+      }
+    }
+    if (!system) return;
+    this.network.reauthorize();
+    if (this.isValidator() === this.driverSigns) return;
+    setImmediate(() => {
+      if (this.stopped || this.node.syncing || this.isValidator() === this.driverSigns) return;
+      this.options.logger?.info(
+        { height: this.ledger.height(), validator: this.isValidator() },
+        "validator set changed: consensus restarts with this node's new role",
+      );
+      this.driver.stop();
+      this.driver = this.makeDriver();
+      this.driver.start();
+    });
   }
 }

@@ -11,7 +11,16 @@ import { signRequest } from "../core/httpsig.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import { CitychainError } from "./errors.ts";
 import { type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
-import { type StateResponse, validatorsFromJson, verifyStateResponse } from "./verify.ts";
+import {
+  followValidatorChanges,
+  headerValidatorsHash,
+  type StateResponse,
+  sameValidators,
+  type TrustedValidatorSet,
+  type ValidatorsJson,
+  validatorsFromJson,
+  verifyStateResponse,
+} from "./verify.ts";
 
 export type FetchLike = (
   input: string,
@@ -28,7 +37,11 @@ export interface ClientOptions {
   readonly fetch?: FetchLike;
   /** Clock in ms; default Date.now. */
   readonly now?: () => number;
-  /** Validator set trusted for proofs (from genesis); when absent, proofs are checked against the set the node reports. */
+  /**
+   * Validator set trusted for proofs: the genesis set. Later sets are reached by following the
+   * chain's validator changes, each checked against the set before it (validatorsFor). When absent,
+   * proofs are checked against the set the node reports.
+   */
   readonly trustedValidators?: readonly Validator[];
   /** Send the certificate with every request (default true until the ledger knows it). */
   readonly sendCertificate?: boolean;
@@ -51,10 +64,15 @@ export interface BlockJson {
   commit: CommitJson | null;
 }
 
+/** Pages of validator changes a client follows (100 changes each): a bound, not an expected size. */
+const validatorPagesMax = 1000;
+
 export class CitychainClient {
   private readonly fetchFn: FetchLike;
   private readonly now: () => number;
   private chainIdCache: string | null = null;
+  /** The last set reached by following validator changes, and the genesis set it started from. */
+  private followed: { genesis: readonly Validator[]; trusted: TrustedValidatorSet } | null = null;
 
   constructor(private readonly options: ClientOptions) {
     this.fetchFn = options.fetch ?? (globalThis.fetch as unknown as FetchLike);
@@ -179,9 +197,48 @@ export class CitychainClient {
   async state(key: string): Promise<{ value: Uint8Array | null; height: number }> {
     const response = (await this.request<StateResponse>("GET", `/v1/state?key=${encodeURIComponent(key)}`))
       .body;
-    const trusted = this.options.trustedValidators ?? validatorsFromJson(response.validators);
+    const anchor = this.options.trustedValidators;
+    const trusted =
+      anchor === undefined
+        ? validatorsFromJson(response.validators)
+        : await this.validatorsFor(response.header, anchor);
     const value = await verifyStateResponse(response, trusted);
     return { value, height: response.height };
+  }
+
+  /** GET /v1/validators: the next height's set and the changes after `after`, unverified. */
+  async validatorChanges(after = 0): Promise<ValidatorsJson> {
+    return (await this.request<ValidatorsJson>("GET", `/v1/validators?after=${after}`)).body;
+  }
+
+  /**
+   * The validators that signed `header`, reached from `genesis` (the set trusted at height 1) by
+   * following the chain's changes up to the header's height, each one verified. Returns `genesis`
+   * itself while the set never changed; the caller's commit check then decides.
+   */
+  async validatorsFor(
+    header: { height: number; headerBytes: string },
+    genesis: readonly Validator[],
+  ): Promise<readonly Validator[]> {
+    const wanted = headerValidatorsHash(header as Parameters<typeof headerValidatorsHash>[0]);
+    if (sameValidators(genesis, wanted)) return genesis;
+    // Trust reached earlier from the same genesis set is a verified starting point.
+    const known = this.followed;
+    if (known !== null && known.genesis === genesis && known.trusted.height <= header.height) {
+      if (sameValidators(known.trusted.validators, wanted)) return known.trusted.validators;
+    }
+    let trusted: TrustedValidatorSet =
+      known !== null && known.genesis === genesis && known.trusted.height <= header.height
+        ? known.trusted
+        : { height: 1, validators: genesis };
+    for (let page = 0; page < validatorPagesMax; page++) {
+      const answer = await this.validatorChanges(trusted.height);
+      trusted = await followValidatorChanges(trusted, answer.changes, header.height);
+      const last = answer.changes.at(-1);
+      if (!answer.more || last === undefined || last.height > header.height) break;
+    }
+    this.followed = { genesis, trusted };
+    return trusted.validators;
   }
 
   /** The raw /v1/state answer, unverified (for tools that verify later or elsewhere). */

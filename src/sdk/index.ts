@@ -54,8 +54,12 @@ export { type BuildTxInput, type BuiltTx, buildTx, type TxIdentity } from "./tx-
 export { VaultClient } from "./vault-client.ts";
 export { vaultSubjectKeys } from "./vault-holder.ts";
 export {
+  followValidatorChanges,
   type StateResponse,
+  type TrustedValidatorSet,
+  type ValidatorChangeJson,
   type ValidatorJson,
+  type ValidatorsJson,
   VerificationError,
   validatorsFromJson,
   verifyCommittedHeader,

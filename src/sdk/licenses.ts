@@ -535,7 +535,10 @@ export async function verifyLicenses(
     const batch = (
       await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: refs.slice(i, i + size) })
     ).body;
-    const trusted = options.trusted ?? validatorsFromJson(batch.validators);
+    const trusted =
+      options.trusted === undefined
+        ? validatorsFromJson(batch.validators)
+        : await client.validatorsFor(batch.header, options.trusted);
     out.push(...(await verifyLicenseProofs(batch, trusted, options.nowMs ?? Date.now())));
   }
   return out;
@@ -548,9 +551,9 @@ export async function verifyLicense(
   options: { trusted?: readonly Validator[]; nowMs?: number } = {},
 ): Promise<VerifiedLicense> {
   const proof = (await client.request<LicenseProofJson>("GET", `/v1/licenses/${ref}/proof`)).body;
-  return verifyLicenseProof(
-    proof,
-    options.trusted ?? validatorsFromJson(proof.validators),
-    options.nowMs ?? Date.now(),
-  );
+  const trusted =
+    options.trusted === undefined
+      ? validatorsFromJson(proof.validators)
+      : await client.validatorsFor(proof.header, options.trusted);
+  return verifyLicenseProof(proof, trusted, options.nowMs ?? Date.now());
 }

@@ -16,6 +16,7 @@ import {
 import { bytesEqual, fromBase64, fromHex, toHex, utf8 } from "../core/encoding.ts";
 import { isCanonicalP256Signature } from "../core/signature.ts";
 import { proofFromJson, verifyProof } from "../core/smt-proof.ts";
+import { decodeValidators, stateKeys } from "../core/system-state.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 
 export class VerificationError extends Error {
@@ -128,4 +129,81 @@ export async function verifyStateResponse(
     );
   }
   return value;
+}
+
+/** One change of the validator set as GET /v1/validators lists it. */
+export interface ValidatorChangeJson {
+  height: number;
+  validators: ValidatorJson[];
+  /** base64 of the canonical validator list: the value proven at sys/validators. */
+  value: string;
+  proof: unknown;
+  /** Block height - 1, which made the change, and its commit by the set before the change. */
+  header: HeaderJson;
+  commit: CommitJson | null;
+}
+
+export interface ValidatorsJson {
+  height: number;
+  next: { height: number; validators: ValidatorJson[] };
+  changes: ValidatorChangeJson[];
+  more: boolean;
+}
+
+/** The set trusted from `height` on (it voted on block `height` and later, until the next change). */
+export interface TrustedValidatorSet {
+  readonly height: number;
+  readonly validators: readonly Validator[];
+}
+
+/**
+ * Moves trust along the chain's validator changes without trusting the node that listed them: each
+ * change's block (height - 1) must be committed by the set trusted so far, and its state root must
+ * hold the new list at sys/validators. Changes at or before `trusted.height` are skipped; changes
+ * after `untilHeight` are not applied. Each change moves less than a third of the power (the chain
+ * refuses more), so following them one by one never skips a step.
+ */
+export async function followValidatorChanges(
+  trusted: TrustedValidatorSet,
+  changes: readonly ValidatorChangeJson[],
+  untilHeight = Number.MAX_SAFE_INTEGER,
+): Promise<TrustedValidatorSet> {
+  let current = trusted;
+  for (const change of changes) {
+    if (change.height <= current.height) continue;
+    if (change.height > untilHeight) break;
+    const header = await verifyCommittedHeader(change.header, change.commit, current.validators);
+    if (header.height !== change.height - 1) {
+      throw new VerificationError(`validator change at ${change.height} comes with block ${header.height}`);
+    }
+    const value = fromBase64(change.value, "value");
+    let proof: ReturnType<typeof proofFromJson>;
+    try {
+      proof = proofFromJson(change.proof);
+    } catch {
+      throw new VerificationError(`validator change at ${change.height}: proof is malformed`);
+    }
+    if (!verifyProof(header.stateRoot, utf8(stateKeys.validators), value, proof)) {
+      throw new VerificationError(
+        `validator change at ${change.height}: proof does not lead to the state root of block ${header.height}`,
+      );
+    }
+    let validators: readonly Validator[];
+    try {
+      validators = decodeValidators(value);
+    } catch {
+      throw new VerificationError(`validator change at ${change.height}: the list does not decode`);
+    }
+    current = { height: change.height, validators };
+  }
+  return current;
+}
+
+/** The validators hash a header names (to see whether a trusted set signed it). */
+export function headerValidatorsHash(header: HeaderJson): Uint8Array {
+  return decodeHeader(fromBase64(header.headerBytes, "headerBytes")).validatorsHash;
+}
+
+export function sameValidators(validators: readonly Validator[], hash: Uint8Array): boolean {
+  return bytesEqual(validatorsHashOf(validators), hash);
 }

@@ -19,6 +19,7 @@ import {
   decodeCommit,
   totalPower,
   txRootOf,
+  validatorsHashOf,
   voteSigningBytes,
   voteTypePrecommit,
 } from "../core/block.ts";
@@ -101,13 +102,19 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
       fail({ height: 0, what: "genesis block differs from genesis.json" });
     height = 0;
     let prevCommit: Commit | null = null;
+    let prevValidators = readValidators(state);
     for (let h = 1; h <= latest; h++) {
       const block = loadBlock(store, h);
       checkLinks(block, prev, prevCommit);
+      // The set in the state before block h votes on it; block h carries the commit of h - 1, which
+      // the set before that signed (they differ after a validator change).
       const validators = readValidators(state);
+      if (!bytesEqual(block.header.validatorsHash, validatorsHashOf(validators)))
+        fail({ height: h, what: "validatorsHash differs from the validator set in the state" });
       const commit = loadCommit(store, h);
       checkCommit(block, commit, validators, verifier);
-      if (block.lastCommit !== null) checkCommit(prev, block.lastCommit, validators, verifier);
+      if (block.lastCommit !== null) checkCommit(prev, block.lastCommit, prevValidators, verifier);
+      prevValidators = validators;
       const params = readChainParams(state);
       const txs = block.txs.map((bytes) => decodeTx(bytes, params.txBytesMax));
       const execution = executeBlock(

@@ -189,6 +189,16 @@ export class ChainStore {
     this.statements.putMeta.run(key, Buffer.from(value));
   }
 
+  /** Meta entries whose keys start with `prefix`, in key order (e.g. the validator-set history). */
+  metaWithPrefix(prefix: string): Array<{ key: string; value: Uint8Array }> {
+    // Keys are ASCII; U+FFFF sorts after every key that starts with the prefix.
+    return this.db
+      .prepare<[string, string], { key: string; value: Buffer }>(
+        "SELECT key, value FROM meta WHERE key >= ? AND key < ? ORDER BY key",
+      )
+      .all(prefix, `${prefix}\uffff`);
+  }
+
   blockByHeight(height: number): BlockRow | undefined {
     return toBlockRow(this.statements.blockByHeight.get(height));
   }

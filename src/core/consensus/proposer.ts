@@ -154,3 +154,21 @@ export function nextHeightValidatorSet(set: ValidatorSet): ValidatorSet {
   selectionStep(priorities, set.validators, totalPower);
   return { validators: set.validators, priorities };
 }
+
+/**
+ * The set of the next height when its validators change: a validator that stays keeps its priority
+ * (after this height's step), one that joins starts at -1.125 x the new total power (CometBFT's rule:
+ * it waits about one full rotation before it proposes, so joining cannot be used to jump the
+ * queue), one that leaves is dropped. `next` is the new list in its on-chain order.
+ */
+export function carryPriorities(stepped: ValidatorSet, next: readonly Validator[]): ValidatorSet {
+  const total = totalPowerOf(next);
+  const joinPriority = -(total + Math.floor(total / 8));
+  const priorities = next.map((v) => {
+    const at = stepped.validators.findIndex((old) => bytesEqual(old.id, v.id));
+    return at < 0 ? joinPriority : stepped.priorities[at]!;
+  });
+  const set = { validators: next, priorities: normalizePriorities(priorities, total) };
+  checkValidatorSet(set);
+  return set;
+}

@@ -3,9 +3,11 @@
  * Only an admin of the operator department (the information center) may sign them; the consensus
  * issue adds multi-department governance on top of the same records.
  */
-import type { Canonical } from "../encoding.ts";
+import { blockLimits, totalPower, type Validator, validatorIdOf } from "../block.ts";
+import { bytesEqual, type Canonical, fromHex, toHex } from "../encoding.ts";
 import { CodedError } from "../errors.ts";
 import type { TxCall, TxHandler } from "../execution.ts";
+import { validatorPowerMax } from "../genesis.ts";
 import { hasRole } from "../identity.ts";
 import { asMap, readBytes, readEnum, readInteger, readString } from "../payload.ts";
 import {
@@ -13,11 +15,14 @@ import {
   type Department,
   deptCodePattern,
   encodeRecord,
+  encodeValidators,
   enrollmentIdPattern,
   readChainParams,
   readDepartment,
+  readRecord,
   readRevocation,
   readRoots,
+  readValidators,
   revocationReasons,
   stateKeys,
 } from "../system-state.ts";
@@ -99,7 +104,90 @@ const addRoot: TxHandler = (call) => {
   return { roots: roots.length + 1 };
 };
 
+// ---- validator set ----
+//
+// A change in block h takes effect at height h + 1: block h + 1 is voted on by the new set, and its
+// header's validatorsHash names it. Two rules keep every change safe to make while the chain runs:
+//  - one change per block, so each height's set differs from the last by one validator;
+//  - a change moves less than a third of the current total voting power, so more than a third of
+//    the old power is still behind any quorum of the new set: a client that trusts the old set can
+//    follow the change (docs/spec/consensus.md, "Validator set changes"), and adding a validator
+//    that is not running yet cannot by itself stop the chain.
+
+/** The one-third rule, in integers: 3 x the power moved < the current total. */
+function checkPowerMoved(moved: number, total: number): void {
+  if (moved * 3 >= total) {
+    throw new CodedError(
+      "FORBIDDEN",
+      `a validator change may move less than a third of the voting power (${moved} of ${total}); change it in steps`,
+      "power",
+    );
+  }
+}
+
+function requireOneChangePerBlock(call: TxCall): void {
+  const at = readRecord(call.state, stateKeys.validatorsChangedAt);
+  if (at === call.block.height) {
+    throw new CodedError(
+      "CONFLICT",
+      "the validator set already changed in this block; submit again",
+      "power",
+    );
+  }
+}
+
+function writeValidators(call: TxCall, validators: readonly Validator[]): void {
+  call.state.set(stateKeys.validators, encodeValidators(validators));
+  call.state.set(stateKeys.validatorsChangedAt, encodeRecord(call.block.height));
+}
+
+/** Adds a node as a validator, or changes a validator's voting power, from the next height on. */
+const setValidator: TxHandler = (call) => {
+  requireOperatorAdmin(call);
+  const p = asMap(call.payload, "payload", ["certificate", "power"]);
+  const der = readBytes(p, "certificate", 64, 4096);
+  const power = readInteger(p, "power", 1, validatorPowerMax);
+  const node = call.identityOf(der);
+  if (node.kind !== "node" || !node.roles.includes("node")) {
+    throw new CodedError("FORBIDDEN", "only a node certificate can be a validator", "certificate");
+  }
+  requireOneChangePerBlock(call);
+  const current = readValidators(call.state);
+  const id = validatorIdOf(node.publicKeySpki);
+  const at = current.findIndex((v) => bytesEqual(v.id, id));
+  const before = at < 0 ? 0 : current[at]!.power;
+  if (before === power) throw new CodedError("CONFLICT", `validator already has power ${power}`, "power");
+  checkPowerMoved(Math.abs(power - before), totalPower(current));
+  const updated: Validator = { id, publicKeySpki: node.publicKeySpki, power, dept: node.dept };
+  const next = at < 0 ? [...current, updated] : current.map((v, i) => (i === at ? updated : v));
+  if (next.length > blockLimits.validatorsMax) {
+    throw new CodedError("CONFLICT", `at most ${blockLimits.validatorsMax} validators`, "certificate");
+  }
+  writeValidators(call, next);
+  return { validatorId: toHex(id), power, validators: next.length, totalPower: totalPower(next) };
+};
+
+/**
+ * Removes a validator from the next height on. By id, not certificate: a node whose certificate was
+ * revoked or has expired must still be removable.
+ */
+const removeValidator: TxHandler = (call) => {
+  requireOperatorAdmin(call);
+  const p = asMap(call.payload, "payload", ["validatorId"]);
+  const id = fromHex(readString(p, "validatorId", certIdPattern, 64));
+  requireOneChangePerBlock(call);
+  const current = readValidators(call.state);
+  const at = current.findIndex((v) => bytesEqual(v.id, id));
+  if (at < 0) throw new CodedError("NOT_FOUND", "no such validator", "validatorId");
+  checkPowerMoved(current[at]!.power, totalPower(current));
+  const next = current.filter((_, i) => i !== at);
+  writeValidators(call, next);
+  return { validatorId: toHex(id), validators: next.length, totalPower: totalPower(next) };
+};
+
 export const configHandlers: ReadonlyArray<[string, TxHandler]> = [
+  ["config.validator.set", setValidator],
+  ["config.validator.remove", removeValidator],
   ["config.dept.register", registerDepartment],
   ["config.dept.status", setDepartmentStatus],
   ["config.cert.revoke", revokeCertificate],
