@@ -1,0 +1,132 @@
+/**
+ * The validator set changes while the chain runs (the seed's "ten departments at first, growing to
+ * forty-nine without downtime"), with real processes:
+ *  - a fifth department node follows the chain as a non-validator, is added by a transaction, and
+ *    its votes count from the next height: with one of the original four killed, only its votes
+ *    make a quorum (40 of 50 power), and the chain keeps committing;
+ *  - the killed validator is removed by a transaction; the four left commit; restarted, the removed
+ *    node catches up across both changes and signs nothing after its removal;
+ *  - a client that trusts only genesis.json follows both changes and verifies a proof from a block
+ *    the new set signed; `citychain verify` replays the whole chain across the changes.
+ */
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { utf8 } from "../../src/core/encoding.ts";
+import { checkGenesis } from "../../src/core/genesis.ts";
+import { readNodeConfig, writeNodeConfig } from "../../src/node/config.ts";
+import { readGenesisFile } from "../../src/node/genesis-file.ts";
+import { nodeX509 } from "../../src/node/x509-port.ts";
+import { CitychainClient } from "../../src/sdk/client.ts";
+import { loadIdentity, nodeFetch } from "../../src/sdk/node.ts";
+import { createProcessNetwork, type ProcessNetwork } from "./process-net.ts";
+
+let net: ProcessNetwork;
+
+before(async () => {
+  net = await createProcessNetwork({ nodes: 4, observers: 1 });
+  // node4 is a department node that is not in the validator set; unlike a configured observer it
+  // may vote once the ledger makes it a validator.
+  const dir = net.layout.nodes[4]!.dir;
+  const config = readNodeConfig(dir, {});
+  writeNodeConfig(dir, { ...config, p2p: { ...config.p2p!, observer: false } });
+  await Promise.all([0, 1, 2, 3, 4].map((i) => net.start(i)));
+});
+
+after(async () => {
+  await net?.close();
+});
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function certDer(i: number): Uint8Array {
+  const pem = fs.readFileSync(path.join(net.layout.nodes[i]!.dir, "identity", "node-cert.pem"), "utf8");
+  return new Uint8Array(new X509Certificate(pem).raw);
+}
+
+/** A write that must commit within the timeout, sent to node `via`. */
+async function commitVia(via: number, key: string, timeoutMs = 30_000) {
+  const client = await net.client("tax.officer", via);
+  const sent = client.send("kv.put", { key, value: utf8(key) });
+  const timeout = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error(`${key} did not commit within ${timeoutMs} ms`)), timeoutMs),
+  );
+  return Promise.race([sent, timeout]);
+}
+
+test("a validator joins and another leaves while the chain runs", async () => {
+  await commitVia(0, "before/0");
+  const newcomer = await net.client("infocenter.auditor", 4);
+  const newcomerId = (await newcomer.status()).validatorId;
+  const firstId = String((await (await net.client("infocenter.auditor", 0)).status()).validatorId);
+
+  const admin = await net.client("infocenter.admin", 1);
+  const added = await admin.send("config.validator.set", { certificate: certDer(4), power: 10 });
+  const joinedAt = added.height! + 1;
+  const answer = await admin.validatorChanges(0);
+  assert.equal(answer.next.validators.length, 5);
+
+  // From the next height on, node4's precommits are part of the commits.
+  let signedByNewcomer = 0;
+  for (let i = 0; i < 6; i++) {
+    const status = await commitVia(1, `joined/${i}`);
+    const block = await admin.block(status.height!);
+    if (block.commit!.signatures.some((s) => s.validatorId === newcomerId)) signedByNewcomer++;
+  }
+  assert.ok(signedByNewcomer > 0, "the new validator's signatures appear in commits");
+
+  // One of the original four goes down: 30 of 50 without node4 is no quorum, 40 with it is.
+  await net.kill9(0);
+  await commitVia(2, "after-kill/0");
+  await commitVia(4, "after-kill/1");
+
+  const removed = await admin.send("config.validator.remove", { validatorId: firstId });
+  const leftAt = removed.height! + 1;
+  assert.equal((await admin.validatorChanges(0)).next.validators.length, 4);
+  const last = await commitVia(3, "after-removal");
+  assert.ok(last.height! >= leftAt);
+
+  // A client trusting only genesis.json verifies a proof signed by the new set, through node2.
+  const genesis = checkGenesis(
+    readGenesisFile(path.join(net.layout.nodes[2]!.dir, "genesis.json")),
+    nodeX509,
+  );
+  const member = net.layout.members.find((m) => m.enrollmentId === "police.auditor")!;
+  const anchored = new CitychainClient({
+    url: net.url(2),
+    identity: await loadIdentity(member.certPath, member.keyPath, { passphrase: net.passphrase }),
+    fetch: nodeFetch(fs.readFileSync(net.layout.caCertPath, "utf8")),
+    trustedValidators: genesis,
+  });
+  const read = await anchored.state("kv/tax/after-removal");
+  assert.deepEqual(read.value, utf8("after-removal"));
+  assert.ok(read.height >= leftAt);
+
+  // The removed node comes back: it catches up across both changes and no longer votes.
+  await net.start(0);
+  const target = (await admin.status()).height;
+  const node0 = await net.client("infocenter.auditor", 0);
+  await waitFor("node0 to catch up", async () => (await node0.status()).height >= target);
+  assert.equal((await node0.block(target)).header.hash, (await admin.block(target)).header.hash);
+  const more = await commitVia(1, "with-node0-back");
+  await waitFor("node0 to follow", async () => (await node0.status()).height >= more.height!);
+  for (let h = leftAt; h <= more.height!; h++) {
+    const block = await admin.block(h);
+    assert.ok(!block.commit!.signatures.some((s) => s.validatorId === firstId), `node0 signed block ${h}`);
+  }
+  assert.ok(joinedAt < leftAt);
+
+  // The whole chain replays across both changes.
+  await net.stop(1);
+  const audit = await net.runCli(["verify", "--data", net.layout.nodes[1]!.dir]);
+  assert.equal(audit.code, 0, audit.stderr + audit.stdout);
+});
