@@ -20,6 +20,7 @@ registerVerifyCommand(program);
 (await import("./commands/vault.ts")).registerVaultCommands(program);
 (await import("./commands/license.ts")).registerLicenseCommands(program);
 (await import("./commands/subject.ts")).registerSubjectCommands(program);
+(await import("./commands/validators.ts")).registerValidatorCommands(program);
 
 try {
   await program.parseAsync(process.argv);

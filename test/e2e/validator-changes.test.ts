@@ -10,7 +10,6 @@
  *    the new set signed; `citychain verify` replays the whole chain across the changes.
  */
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
@@ -48,11 +47,6 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   }
 }
 
-function certDer(i: number): Uint8Array {
-  const pem = fs.readFileSync(path.join(net.layout.nodes[i]!.dir, "identity", "node-cert.pem"), "utf8");
-  return new Uint8Array(new X509Certificate(pem).raw);
-}
-
 /** A write that must commit within the timeout, sent to node `via`. */
 async function commitVia(via: number, key: string, timeoutMs = 30_000) {
   const client = await net.client("tax.officer", via);
@@ -70,8 +64,14 @@ test("a validator joins and another leaves while the chain runs", async () => {
   const firstId = String((await (await net.client("infocenter.auditor", 0)).status()).validatorId);
 
   const admin = await net.client("infocenter.admin", 1);
-  const added = await admin.send("config.validator.set", { certificate: certDer(4), power: 10 });
-  const joinedAt = added.height! + 1;
+  const cli = (args: string[]) => net.runCli([...args, "--network", net.layout.dir, "--node", "node1"]);
+  const nodeCert = path.join(net.layout.nodes[4]!.dir, "identity", "node-cert.pem");
+  const add = await cli(["validators", "add", "--node-cert", nodeCert, "--power", "10"]);
+  assert.equal(add.code, 0, add.stderr);
+  const added = JSON.parse(add.stdout) as { height: number; code: string; takesEffectAt: number };
+  assert.equal(added.code, "OK");
+  const joinedAt = added.takesEffectAt;
+  assert.equal(joinedAt, added.height + 1);
   const answer = await admin.validatorChanges(0);
   assert.equal(answer.next.validators.length, 5);
 
@@ -124,6 +124,20 @@ test("a validator joins and another leaves while the chain runs", async () => {
     assert.ok(!block.commit!.signatures.some((s) => s.validatorId === firstId), `node0 signed block ${h}`);
   }
   assert.ok(joinedAt < leftAt);
+
+  const list = await cli(["validators", "list", "--as", "police.auditor"]);
+  assert.equal(list.code, 0, list.stderr);
+  const listed = JSON.parse(list.stdout) as {
+    verified: boolean;
+    changes: { height: number }[];
+    validators: unknown[];
+  };
+  assert.equal(listed.verified, true);
+  assert.deepEqual(
+    listed.changes.map((c) => c.height),
+    [joinedAt, leftAt],
+  );
+  assert.equal(listed.validators.length, 4);
 
   // The whole chain replays across both changes.
   await net.stop(1);

@@ -1,0 +1,126 @@
+/**
+ * `citychain validators list|add|remove`: the validator set and its changes while the chain runs
+ * (docs/operations.md "Adding and removing validators"). Changes are configuration transactions
+ * signed by an admin of the operator department; `list` follows every change from genesis.json and
+ * verifies each one (docs/spec/consensus.md "Validator set changes").
+ */
+import { X509Certificate } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Command } from "commander";
+import { validatorIdOf } from "../../core/block.ts";
+import { CodedError } from "../../core/errors.ts";
+import { checkGenesis } from "../../core/genesis.ts";
+import { readNetworkLayout } from "../../devnet/bootstrap.ts";
+import { readGenesisFile } from "../../node/genesis-file.ts";
+import { nodeX509 } from "../../node/x509-port.ts";
+import type { CitychainClient } from "../../sdk/client.ts";
+import { followValidatorChanges, VerificationError, validatorsFromJson } from "../../sdk/verify.ts";
+import { type ClientFlags, clientFromFlags, printJson, withClientOptions } from "../common.ts";
+
+const validatorIdPattern = /^[0-9a-f]{64}$/;
+
+function readCertificate(file: string): X509Certificate {
+  try {
+    return new X509Certificate(fs.readFileSync(path.resolve(file)));
+  } catch (error) {
+    throw new CodedError(
+      "BAD_REQUEST",
+      `--node-cert: not a certificate (${(error as Error).message})`,
+      "nodeCert",
+    );
+  }
+}
+
+function genesisFileOf(flags: ClientFlags & { genesis?: string }): string {
+  if (flags.genesis !== undefined) return flags.genesis;
+  const network = flags.network ?? process.env.CITYCHAIN_NETWORK;
+  if (network === undefined)
+    throw new CodedError(
+      "BAD_REQUEST",
+      "give --genesis (or --network): the set to verify the changes from",
+      "genesis",
+    );
+  return path.join(readNetworkLayout(network).nodes[0]!.dir, "genesis.json");
+}
+
+async function submit(client: CitychainClient, type: string, payload: Record<string, unknown>) {
+  const status = await client.send(type, payload as never);
+  printJson({ ...status, takesEffectAt: status.height === undefined ? undefined : status.height + 1 });
+}
+
+export function registerValidatorCommands(program: Command): void {
+  const validators = program
+    .command("validators")
+    .description("the validator set: list it (verified from genesis), add or remove a department node");
+
+  withClientOptions(
+    validators
+      .command("list")
+      .description("every change of the set since genesis, each verified, and the set now")
+      .option("--genesis <file>", "genesis.json to trust (default: the --network's)"),
+  ).action(async (flags: ClientFlags & { genesis?: string }) => {
+    const client = await clientFromFlags(flags);
+    const genesis = checkGenesis(readGenesisFile(genesisFileOf(flags)), nodeX509);
+    let trusted = { height: 1, validators: genesis as ReturnType<typeof validatorsFromJson> };
+    const changes: Array<{ height: number; validators: number; totalPower: number }> = [];
+    for (;;) {
+      const answer = await client.validatorChanges(trusted.height);
+      trusted = (await followValidatorChanges(trusted, answer.changes)) as typeof trusted;
+      for (const c of answer.changes)
+        changes.push({
+          height: c.height,
+          validators: c.validators.length,
+          totalPower: c.validators.reduce((sum, v) => sum + v.power, 0),
+        });
+      if (!answer.more) {
+        const next = validatorsFromJson(answer.next.validators);
+        const same =
+          next.length === trusted.validators.length &&
+          next.every((v, i) => Buffer.from(v.id).equals(Buffer.from(trusted.validators[i]!.id)));
+        if (!same) throw new VerificationError("the node's current set is not the one its changes lead to");
+        printJson({
+          verified: true,
+          changes,
+          validators: answer.next.validators.map((v) => ({ id: v.id, dept: v.dept, power: v.power })),
+          fromHeight: answer.next.height,
+        });
+        return;
+      }
+    }
+  });
+
+  withClientOptions(
+    validators
+      .command("add")
+      .description("make a department node a validator (or change its power) from the next height on")
+      .requiredOption("--node-cert <file>", "the node's certificate, PEM (kind and role node)")
+      .option("--power <n>", "voting power (a change moves less than a third of the total)", "10"),
+  ).action(async (flags: ClientFlags & { nodeCert: string; power: string }) => {
+    const cert = readCertificate(flags.nodeCert);
+    const power = Number(flags.power);
+    if (!Number.isSafeInteger(power) || power < 1)
+      throw new CodedError("BAD_REQUEST", "--power: a positive integer", "power");
+    const client = await clientFromFlags(flags);
+    await submit(client, "config.validator.set", { certificate: new Uint8Array(cert.raw), power });
+  });
+
+  withClientOptions(
+    validators
+      .command("remove")
+      .description("remove a validator from the next height on (by id, or by its certificate)")
+      .option("--id <hex>", "validator id (SHA-256 of its public key, as `list` prints)")
+      .option("--node-cert <file>", "the validator's certificate, PEM"),
+  ).action(async (flags: ClientFlags & { id?: string; nodeCert?: string }) => {
+    if ((flags.id === undefined) === (flags.nodeCert === undefined))
+      throw new CodedError("BAD_REQUEST", "give one of --id or --node-cert", "id");
+    let id = flags.id;
+    if (id === undefined) {
+      const spki = readCertificate(flags.nodeCert!).publicKey.export({ type: "spki", format: "der" });
+      id = Buffer.from(validatorIdOf(new Uint8Array(spki))).toString("hex");
+    }
+    if (!validatorIdPattern.test(id))
+      throw new CodedError("BAD_REQUEST", "--id: 64 lower-case hex digits", "id");
+    await submit(await clientFromFlags(flags), "config.validator.remove", { validatorId: id });
+  });
+}
