@@ -36,6 +36,8 @@ export const stateKeys = {
   revokedCert: (certId: string) => `sys/revoked/cert/${certId}`,
   revokedIdentity: (enrollmentId: string) => `sys/revoked/id/${enrollmentId}`,
   kv: (dept: string, key: string) => `kv/${dept}/${key}`,
+  evidence: (validatorIdHex: string, height: number, round: number, what: string) =>
+    `sys/evidence/${validatorIdHex}/${height}/${round}/${what}`,
 } as const;
 
 export interface ChainParams {

@@ -13,12 +13,15 @@ import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../co
 import type { TimerClock, TimerId } from "../consensus/ports.ts";
 import { decodeBlock, decodeCommit, encodeCommit, validatorIdOf } from "../core/block.ts";
 import { verifyCommit } from "../core/consensus/commit.ts";
-import { bytesEqual } from "../core/encoding.ts";
+import type { Evidence } from "../core/consensus/types.ts";
+import { bytesEqual, toHex } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
+import { evidencePayload } from "../core/handlers/evidence.ts";
 import { resolveIdentity } from "../core/identity.ts";
 import { type PeerInfo, type PeerMessage, PeerNetwork, type PeerRole } from "../p2p/index.ts";
 import type { Logger } from "../p2p/ports.ts";
 import { TxGossip } from "../p2p/tx-gossip.ts";
+import { buildTx, type TxIdentity } from "../sdk/tx-builder.ts";
 import { SqliteWal } from "../storage/consensus-wal.ts";
 import type { Clock } from "./clock.ts";
 import { LedgerApplication } from "./consensus-app.ts";
@@ -43,7 +46,12 @@ export interface NetworkNodeOptions {
   /** One height behind for this long (the driver did not finish it itself): fetch the block. */
   readonly syncGraceMs: number;
   readonly logger?: Logger;
+  /** The node's own identity: it signs the evidence transactions it reports. */
+  readonly identity?: TxIdentity;
 }
+
+/** Evidence this node has reported, remembered so it reports each once (a bound, oldest dropped). */
+export const reportedEvidenceMax = 1024;
 
 /** Real timers behind the driver's clock port. */
 class SystemTimerClock implements TimerClock {
@@ -115,6 +123,7 @@ export class NetworkNode {
   private lastSyncPeer: string | null = null;
   private syncTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  private readonly reportedEvidence = new Set<string>();
   /** Whether the running driver signs (this node was a validator of the height it started at). */
   private driverSigns = false;
   private stopped = false;
@@ -134,7 +143,7 @@ export class NetworkNode {
         this.network.broadcast({ type: "status", height });
         this.afterSystemWrites(writes);
       },
-      onEvidence: (evidence) => options.logger?.warn({ kind: evidence.kind }, "consensus evidence"),
+      onEvidence: (evidence) => this.reportEvidence(evidence),
     });
     this.network = new PeerNetwork({
       chainId: ledger.latest().header.chainId,
@@ -398,6 +407,44 @@ export class NetworkNode {
     this.ledger.commit(prepared, commit);
     this.node.afterCommit(prepared, commit);
     this.afterSystemWrites(prepared.execution.writes);
+  }
+
+  /**
+   * The driver saw a validator sign two conflicting messages: put the pair on the ledger
+   * (`consensus.evidence`, src/core/handlers/evidence.ts), which records it and removes the validator
+   * when the set-change rules allow. Every honest node that saw it reports it; the first to commit
+   * wins and the others' are refused as already recorded.
+   */
+  private reportEvidence(evidence: Evidence): void {
+    const { height, round } = evidence.first;
+    const id = evidence.kind === "duplicateVote" ? evidence.first.validatorId : evidence.first.proposer;
+    const step = evidence.kind === "duplicateVote" ? evidence.first.type : 0;
+    const key = `${toHex(id)}/${height}/${round}/${step}`;
+    this.options.logger?.warn(
+      { kind: evidence.kind, validator: toHex(id), height, round },
+      "consensus evidence: a validator signed two conflicting messages",
+    );
+    if (this.reportedEvidence.has(key) || this.options.identity === undefined) return;
+    if (this.reportedEvidence.size >= reportedEvidenceMax)
+      this.reportedEvidence.delete(this.reportedEvidence.values().next().value as string);
+    this.reportedEvidence.add(key);
+    const validator = this.ledger.validators().find((v) => bytesEqual(v.id, id));
+    if (validator === undefined) return;
+    const payload = evidencePayload(evidence, validator.publicKeySpki);
+    const identity = this.options.identity;
+    void (async () => {
+      const built = await buildTx({
+        chainId: this.ledger.params().chainId,
+        type: "consensus.evidence",
+        payload,
+        signers: [identity],
+        nowMs: this.clock.now(),
+      });
+      const status = await this.node.submit(built.bytes);
+      this.options.logger?.info({ txId: built.id, status: status.status }, "consensus evidence reported");
+    })().catch((error: unknown) =>
+      this.options.logger?.warn({ reason: (error as Error).message }, "consensus evidence not reported"),
+    );
   }
 
   /**

@@ -131,6 +131,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       observer: p2p.observer,
       syncRequestTimeoutMs: 5000,
       syncGraceMs: 1000,
+      identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
       ...(options.log === undefined ? {} : { logger: options.log }),
       consensus: {
         timeoutCommitMs: p2p.timeoutCommitMs,

@@ -298,3 +298,34 @@ export function sameValue(a: Uint8Array | null, b: Uint8Array | null): boolean {
   if (a === null || b === null) return a === b;
   return bytesEqual(a, b);
 }
+
+// ---- evidence: signed messages without the block, as a transaction carries them ----
+
+/** A proposal's signed fields alone: [chainId, height, round, polRound, blockHash, proposer, signature]. */
+export function encodeSignedProposal(p: Proposal): Uint8Array {
+  checkProposal(p);
+  return encodeCanonical([p.chainId, p.height, p.round, p.polRound, p.blockHash, p.proposer, p.signature]);
+}
+
+export function decodeSignedProposal(bytes: Uint8Array): Proposal {
+  const raw = decodeCanonical(bytes, consensusLimits.proposalFieldsBytesMax);
+  if (!Array.isArray(raw) || raw.length !== 7) malformed("signed proposal must have 7 fields", "proposal");
+  const [chainId, height, round, polRound, blockHash, proposer, signature] = raw as readonly Canonical[];
+  return checkProposal({
+    chainId: chainId as string,
+    height: height as number,
+    round: round as number,
+    polRound: polRound as number,
+    blockHash: blockHash as Uint8Array,
+    proposer: proposer as Uint8Array,
+    signature: signature as Uint8Array,
+  });
+}
+
+/** A vote as the wire carries it (at most voteMessageBytesMax bytes). */
+export function decodeSignedVote(bytes: Uint8Array): Vote {
+  if (bytes.length > consensusLimits.voteMessageBytesMax) malformed("vote message too large", "vote");
+  const message = decodeConsensusMessage(bytes);
+  if (message.kind !== "vote") malformed("not a vote", "vote");
+  return message.vote;
+}

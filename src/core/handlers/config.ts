@@ -114,6 +114,24 @@ const addRoot: TxHandler = (call) => {
 //    follow the change (docs/spec/consensus.md, "Validator set changes"), and adding a validator
 //    that is not running yet cannot by itself stop the chain.
 
+/**
+ * Removes a validator proven to have equivocated (./evidence.ts) if the rules allow it now: returns
+ * null when removed, else why not (the evidence is recorded either way).
+ */
+export function removeValidatorIfAllowed(call: TxCall, id: Uint8Array): string | null {
+  if (readRecord(call.state, stateKeys.validatorsChangedAt) === call.block.height)
+    return "the validator set already changed in this block";
+  const current = readValidators(call.state);
+  const at = current.findIndex((v) => bytesEqual(v.id, id));
+  if (at < 0) return "not a validator";
+  if (current[at]!.power * 3 >= totalPower(current)) return "its power is a third of the total or more";
+  writeValidators(
+    call,
+    current.filter((_, i) => i !== at),
+  );
+  return null;
+}
+
 /** The one-third rule, in integers: 3 x the power moved < the current total. */
 function checkPowerMoved(moved: number, total: number): void {
   if (moved * 3 >= total) {
@@ -124,6 +142,8 @@ function checkPowerMoved(moved: number, total: number): void {
     );
   }
 }
+
+const validatorIdPattern = /^[0-9a-f]{64}$/;
 
 function requireOneChangePerBlock(call: TxCall): void {
   const at = readRecord(call.state, stateKeys.validatorsChangedAt);
@@ -174,7 +194,7 @@ const setValidator: TxHandler = (call) => {
 const removeValidator: TxHandler = (call) => {
   requireOperatorAdmin(call);
   const p = asMap(call.payload, "payload", ["validatorId"]);
-  const id = fromHex(readString(p, "validatorId", certIdPattern, 64));
+  const id = fromHex(readString(p, "validatorId", validatorIdPattern, 64));
   requireOneChangePerBlock(call);
   const current = readValidators(call.state);
   const at = current.findIndex((v) => bytesEqual(v.id, id));
