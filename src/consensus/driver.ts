@@ -179,6 +179,8 @@ export class ConsensusDriver {
   private nextHeight = -1;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
+  /** The height for which onPeerAhead was last called (once per height). */
+  private peerAheadAt = -1;
   private enteredHeightAtMs = 0;
   readonly counters: DriverCounters = {
     malformed: 0,
@@ -352,7 +354,17 @@ export class ConsensusDriver {
         break;
       case "scheduleTimeout": {
         const { step: s, height, round } = effect;
-        this.after(effect.durationMs, () => this.feed({ kind: "timeout", step: s, height, round }));
+        this.after(effect.durationMs, () => {
+          const before = this.view();
+          this.feed({ kind: "timeout", step: s, height, round });
+          const after = this.view();
+          if (
+            before !== null &&
+            after !== null &&
+            (after.round !== before.round || after.step !== before.step)
+          )
+            this.ports.app.onTimeout?.({ step: s, height, round });
+        });
         break;
       }
       case "validateBlock":
@@ -576,8 +588,13 @@ export class ConsensusDriver {
       return;
     }
     if (height < current) this.replyWithDecision(from, height);
-    else if (height === current + 1) this.bufferFuture(from, message, wire);
-    else if (height > current) this.behind(height);
+    else if (height === current + 1) {
+      this.bufferFuture(from, message, wire);
+      if (this.peerAheadAt !== current && !(this.view()?.decided ?? false)) {
+        this.peerAheadAt = current;
+        this.ports.app.onPeerAhead?.(current, from);
+      }
+    } else if (height > current) this.behind(height);
     else if (message.kind === "vote") this.acceptVote(message.vote, wire);
     else this.acceptProposal(message.proposal, message.blockBytes, wire);
   }
@@ -594,6 +611,15 @@ export class ConsensusDriver {
     }
     this.counters.futureBuffered++;
     this.future.push({ from, message, wire });
+  }
+
+  /**
+   * The messages for the next height this driver holds, for the driver that replaces it (after
+   * catch-up or a change of role): the new one starts at that height with them instead of waiting
+   * for their senders' rebroadcasts.
+   */
+  handOver(): Array<{ readonly from: PeerId; readonly wire: Uint8Array }> {
+    return this.future.splice(0, this.future.length).map(({ from, wire }) => ({ from, wire }));
   }
 
   private drainFuture(height: number): void {

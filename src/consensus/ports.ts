@@ -88,6 +88,17 @@ export interface Application {
   hasPendingWork?(): boolean;
   /** A peer proved a height above ours exists: the catch-up hook (fetching blocks is a later step). */
   onBehind?(height: number): void;
+  /**
+   * A peer sent a message for the height after ours, so it has decided `decidedHeight` (ours): if
+   * this node does not finish that height soon itself, fetching the block is quicker than waiting
+   * for timeouts. Called once per height.
+   */
+  onPeerAhead?(decidedHeight: number, from: PeerId): void;
   /** A validator signed two different messages for one slot; kept for punishment by governance. */
   onEvidence?(evidence: Evidence): void;
+  /**
+   * A timeout moved the machine (it was still waiting in that step): what an operator needs to see
+   * why a height took more than one round (a late proposal, missing votes).
+   */
+  onTimeout?(timeout: { readonly step: string; readonly height: number; readonly round: number }): void;
 }

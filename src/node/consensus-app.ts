@@ -23,6 +23,10 @@ export const preparedBlocksMax = 16;
 export interface LedgerApplicationHooks {
   onBehind?(height: number): void;
   onEvidence?(evidence: Evidence): void;
+  onTimeout?(timeout: { readonly step: string; readonly height: number; readonly round: number }): void;
+  onPeerAhead?(decidedHeight: number, from: string): void;
+  /** Why this node judged a proposed block invalid (it prevotes nil for it). */
+  onRefused?(height: number, reason: string): void;
   /** After a decided block is durable, with the state it wrote. */
   onCommitted?(height: number, writes: ReadonlyMap<string, Uint8Array | null>): void;
 }
@@ -101,6 +105,7 @@ export class LedgerApplication implements Application {
         error.code !== "INVARIANT_BROKEN" &&
         error.code !== "STORAGE_CORRUPT"
       ) {
+        this.hooks.onRefused?.(height, error.message);
         return false;
       }
       throw error;
@@ -132,6 +137,14 @@ export class LedgerApplication implements Application {
 
   onEvidence(evidence: Evidence): void {
     this.hooks.onEvidence?.(evidence);
+  }
+
+  onTimeout(timeout: { readonly step: string; readonly height: number; readonly round: number }): void {
+    this.hooks.onTimeout?.(timeout);
+  }
+
+  onPeerAhead(decidedHeight: number, from: string): void {
+    this.hooks.onPeerAhead?.(decidedHeight, from);
   }
 
   private lastCommit(): Commit | null {

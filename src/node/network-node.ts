@@ -43,12 +43,20 @@ export interface NetworkNodeOptions {
   readonly consensus: Partial<Omit<DriverOptions, "chainId">>;
   /** A block request not answered in this time goes to another peer. */
   readonly syncRequestTimeoutMs: number;
-  /** One height behind for this long (the driver did not finish it itself): fetch the block. */
+  /**
+   * One height behind for this long (the driver did not finish it itself, though a peer has): fetch
+   * the block. Long enough for the precommits in flight to arrive, short against timeoutProposeMs:
+   * a lagging proposer costs every node its propose timeout.
+   */
   readonly syncGraceMs: number;
   readonly logger?: Logger;
   /** The node's own identity: it signs the evidence transactions it reports. */
   readonly identity?: TxIdentity;
 }
+
+/** Consensus messages kept while catching up, for the driver that starts after (oldest dropped). */
+export const heldMessagesMax = 1024;
+export const heldBytesMax = 64 * 1024 * 1024;
 
 /** Evidence this node has reported, remembered so it reports each once (a bound, oldest dropped). */
 export const reportedEvidenceMax = 1024;
@@ -124,6 +132,8 @@ export class NetworkNode {
   private syncTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly reportedEvidence = new Set<string>();
+  private readonly heldMessages: Array<{ readonly from: string; readonly wire: Uint8Array }> = [];
+  private heldBytes = 0;
   /** Whether the running driver signs (this node was a validator of the height it started at). */
   private driverSigns = false;
   private stopped = false;
@@ -144,6 +154,10 @@ export class NetworkNode {
         this.afterSystemWrites(writes);
       },
       onEvidence: (evidence) => this.reportEvidence(evidence),
+      onPeerAhead: (decidedHeight, from) => this.graceCheck(decidedHeight, from),
+      onTimeout: (timeout) => options.logger?.info(timeout, "consensus: timeout moved the round on"),
+      onRefused: (height, reason) =>
+        options.logger?.warn({ height, reason }, "consensus: proposed block refused"),
     });
     this.network = new PeerNetwork({
       chainId: ledger.latest().header.chainId,
@@ -259,6 +273,7 @@ export class NetworkNode {
     switch (message.type) {
       case "consensus":
         if (!this.node.syncing) this.driver.receive(peer, message.bytes);
+        else this.holdDuringCatchUp(peer, message.bytes);
         return;
       case "status":
         if (message.height > this.ledger.height()) this.catchUp(message.height);
@@ -302,13 +317,41 @@ export class NetworkNode {
     this.requestBlock(next, targetHeight);
   }
 
-  private graceCheck(targetHeight: number): void {
+  /** Fetch the block at `targetHeight` unless the driver has committed it within the grace period. */
+  private graceCheck(targetHeight: number, hint?: string): void {
     if (this.graceTimer !== null) return;
     this.graceTimer = setTimeout(() => {
       this.graceTimer = null;
       if (this.stopped || this.syncPeer !== null || this.ledger.height() >= targetHeight) return;
-      this.requestBlock(this.ledger.height() + 1, targetHeight);
+      this.requestBlock(this.ledger.height() + 1, targetHeight, hint);
     }, this.options.syncGraceMs);
+  }
+
+  /**
+   * Consensus messages that arrive while blocks are fetched are kept (bounded, oldest dropped) for
+   * the driver that starts after: it begins its height with the proposal and votes already sent,
+   * instead of waiting a timeout for their senders to send them again.
+   */
+  private holdDuringCatchUp(peer: string, bytes: Uint8Array): void {
+    while (
+      this.heldMessages.length > 0 &&
+      (this.heldMessages.length >= heldMessagesMax || this.heldBytes + bytes.length > heldBytesMax)
+    ) {
+      this.heldBytes -= this.heldMessages.shift()!.wire.length;
+    }
+    if (bytes.length > heldBytesMax) return;
+    this.heldMessages.push({ from: peer, wire: bytes });
+    this.heldBytes += bytes.length;
+  }
+
+  /** A fresh driver at the ledger's next height, given what the old one and catch-up held. */
+  private restartDriver(): void {
+    const held = [...this.driver.handOver(), ...this.heldMessages.splice(0, this.heldMessages.length)];
+    this.heldBytes = 0;
+    this.driver.stop();
+    this.driver = this.makeDriver();
+    this.driver.start();
+    for (const { from, wire } of held) this.driver.receive(from, wire);
   }
 
   /** The next peer, after the last one asked, that says it has `height`. */
@@ -319,8 +362,10 @@ export class NetworkNode {
     return able[(after + 1) % able.length];
   }
 
-  private requestBlock(next: number, targetHeight: number): void {
-    const peer = this.pickPeer(next);
+  private requestBlock(next: number, targetHeight: number, hint?: string): void {
+    // A peer that sent a message for a later height has the block even if its status is not in yet.
+    const hinted = hint === undefined ? undefined : this.network.peers().find((p) => p.nodeId === hint);
+    const peer = this.pickPeer(next) ?? hinted;
     if (peer === undefined) {
       this.options.logger?.debug({ height: next, target: targetHeight }, "catch-up: no peer has the block");
       if (this.node.syncing) this.finishCatchUp();
@@ -359,9 +404,7 @@ export class NetworkNode {
     if (!this.node.syncing || this.stopped) return;
     this.node.syncing = false;
     this.options.logger?.info({ height: this.ledger.height() }, "catch-up: finished");
-    this.driver.stop();
-    this.driver = this.makeDriver();
-    this.driver.start();
+    this.restartDriver();
   }
 
   private serveBlock(peer: string, height: number): void {
@@ -471,9 +514,7 @@ export class NetworkNode {
         { height: this.ledger.height(), validator: this.isValidator() },
         "validator set changed: consensus restarts with this node's new role",
       );
-      this.driver.stop();
-      this.driver = this.makeDriver();
-      this.driver.start();
+      this.restartDriver();
     });
   }
 }

@@ -130,7 +130,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       peers: p2p.peers,
       observer: p2p.observer,
       syncRequestTimeoutMs: 5000,
-      syncGraceMs: 1000,
+      syncGraceMs: 250,
       identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
       ...(options.log === undefined ? {} : { logger: options.log }),
       consensus: {
