@@ -291,4 +291,23 @@ describe("consensus driver", () => {
       "the round's proposal",
     );
   });
+
+  it("tells the application once per height that a peer moved past it, and hands over the next height's messages", () => {
+    const chain = chainOf(self);
+    const ahead: Array<[number, PeerId]> = [];
+    Object.assign(chain, { onPeerAhead: (h: number, from: PeerId) => ahead.push([h, from]) });
+    const node = boot(self, new MemoryWal(), chain, new ManualClock());
+    const first = voteBytes(others[0]!, { type: 2, height: 2, round: 0, blockHash: null });
+    const second = voteBytes(others[1]!, { type: 2, height: 2, round: 0, blockHash: null });
+    node.driver.receive("p0", first);
+    node.driver.receive("p1", second);
+    assert.deepEqual(ahead, [[1, "p0"]], "once, naming the first sender");
+    const held = node.driver.handOver();
+    assert.deepEqual(
+      held.map((m) => m.from),
+      ["p0", "p1"],
+    );
+    assert.ok(sameValue(held[0]!.wire, first) && sameValue(held[1]!.wire, second));
+    assert.deepEqual(node.driver.handOver(), [], "handed over once");
+  });
 });
