@@ -1,14 +1,17 @@
 /** Builds and signs transactions on the client; portable (browser and Node). */
 import type { Canonical } from "../core/encoding.ts";
-import { fromHex } from "../core/encoding.ts";
+import { bytesEqual, fromHex } from "../core/encoding.ts";
+import { sha256 } from "../core/hash.ts";
 import type { Signer } from "../core/signature.ts";
 import {
+  decodeTx,
   encodeTx,
   encodeTxBody,
   type SignerRef,
   signingBytes,
   type TxSignature,
   txIdOf,
+  txLimits,
 } from "../core/tx.ts";
 
 export interface TxIdentity {
@@ -59,4 +62,27 @@ export async function buildTx(input: BuildTxInput): Promise<BuiltTx> {
     }),
   );
   return { id: txIdOf(bodyBytes), bytes: encodeTx(bodyBytes, signatures) };
+}
+
+/**
+ * Adds `identity`'s signature to a transaction another party built (multi-department approval):
+ * the body, so the id, stays the same; each co-signer signs the same bytes. Refuses a second
+ * signature by the same certificate.
+ */
+export async function cosignTx(bytes: Uint8Array, identity: TxIdentity): Promise<BuiltTx> {
+  const tx = decodeTx(bytes);
+  const certId = fromHex(identity.certId, "certId");
+  for (const s of tx.signatures) {
+    const signedBy = s.signer.kind === "certId" ? s.signer.certId : sha256(s.signer.der);
+    if (bytesEqual(signedBy, certId))
+      throw new TypeError("this certificate has signed the transaction already");
+  }
+  if (tx.signatures.length >= txLimits.signaturesMax)
+    throw new TypeError(`a transaction carries at most ${txLimits.signaturesMax} signatures`);
+  const signature = await identity.signer.sign(signingBytes(tx.bodyBytes));
+  const signatures = [
+    ...tx.signatures,
+    { signer: { kind: "cert" as const, der: identity.certDer }, signature },
+  ];
+  return { id: tx.id, bytes: encodeTx(tx.bodyBytes, signatures) };
 }

@@ -66,7 +66,21 @@ test("a validator joins and another leaves while the chain runs", async () => {
   const admin = await net.client("infocenter.admin", 1);
   const cli = (args: string[]) => net.runCli([...args, "--network", net.layout.dir, "--node", "node1"]);
   const nodeCert = path.join(net.layout.nodes[4]!.dir, "identity", "node-cert.pem");
-  const add = await cli(["validators", "add", "--node-cert", nodeCert, "--power", "10"]);
+  // The operator alone holds 10 of 40: departments with more than two thirds must approve.
+  const alone = await cli(["validators", "add", "--node-cert", nodeCert, "--power", "10"]);
+  assert.notEqual(alone.code, 0);
+  assert.match(alone.stderr, /FORBIDDEN/);
+  assert.match(alone.stderr, /more than 2\/3/);
+  const add = await cli([
+    "validators",
+    "add",
+    "--node-cert",
+    nodeCert,
+    "--power",
+    "10",
+    "--co-signers",
+    "civil.admin,police.admin",
+  ]);
   assert.equal(add.code, 0, add.stderr);
   const added = JSON.parse(add.stdout) as { height: number; code: string; takesEffectAt: number };
   assert.equal(added.code, "OK");
@@ -89,8 +103,28 @@ test("a validator joins and another leaves while the chain runs", async () => {
   await commitVia(2, "after-kill/0");
   await commitVia(4, "after-kill/1");
 
-  const removed = await admin.send("config.validator.remove", { validatorId: firstId });
-  const leftAt = removed.height! + 1;
+  // The removal goes round the departments as a file: signed by the operator, co-signed by two
+  // more admins (now 30 of 50 with the operator's: not yet enough, then 40 of 50), then sent.
+  const file = path.join(net.layout.dir, "remove-node0.tx");
+  const signed = await cli(["validators", "remove", "--id", firstId, "--out", file]);
+  assert.equal(signed.code, 0, signed.stderr);
+  for (const as of ["civil.admin", "police.admin"]) {
+    const cosigned = await cli(["tx", "cosign", file, "--as", as]);
+    assert.equal(cosigned.code, 0, cosigned.stderr);
+  }
+  const early = await cli(["tx", "send", file]);
+  assert.notEqual(early.code, 0, "30 of 50 is not more than two thirds");
+  assert.match(early.stdout, /FORBIDDEN/);
+  // The refused transaction's id is spent: the file is signed again with a fresh body.
+  const again = await cli(["validators", "remove", "--id", firstId, "--out", file]);
+  assert.equal(again.code, 0, again.stderr);
+  for (const as of ["civil.admin", "police.admin", "social.admin"]) {
+    assert.equal((await cli(["tx", "cosign", file, "--as", as])).code, 0);
+  }
+  const sent = await cli(["tx", "send", file]);
+  assert.equal(sent.code, 0, sent.stderr + sent.stdout);
+  const removed = JSON.parse(sent.stdout) as { height: number };
+  const leftAt = removed.height + 1;
   assert.equal((await admin.validatorChanges(0)).next.validators.length, 4);
   const last = await commitVia(3, "after-removal");
   assert.ok(last.height! >= leftAt);

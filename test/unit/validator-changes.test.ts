@@ -16,7 +16,7 @@ import { decodeTx } from "../../src/core/tx.ts";
 import { startNode } from "../../src/node/run.ts";
 import { CitychainClient } from "../../src/sdk/client.ts";
 import { CitychainError } from "../../src/sdk/errors.ts";
-import { buildTx } from "../../src/sdk/tx-builder.ts";
+import { buildTx, cosignTx } from "../../src/sdk/tx-builder.ts";
 import {
   followValidatorChanges,
   type ValidatorChangeJson,
@@ -257,5 +257,25 @@ describe("validator changes: effect", () => {
     } finally {
       await again.close();
     }
+  });
+});
+
+describe("cosignTx", () => {
+  it("adds a signature over the same body, once per certificate", async () => {
+    const admin = await net.identityFor("infocenter.admin");
+    const tax = await net.identityFor("tax.admin");
+    const built = await buildTx({
+      chainId: "citychain-dev",
+      type: "kv.put",
+      payload: { key: "k", value: utf8("v") },
+      signers: [admin],
+      nowMs: Date.now(),
+    });
+    const cosigned = await cosignTx(built.bytes, tax);
+    assert.equal(cosigned.id, built.id, "the id names the body, which co-signing leaves alone");
+    const tx = decodeTx(cosigned.bytes);
+    assert.equal(tx.signatures.length, 2);
+    await assert.rejects(cosignTx(cosigned.bytes, tax), /signed the transaction already/);
+    await assert.rejects(cosignTx(cosigned.bytes, admin), /signed the transaction already/);
   });
 });

@@ -1,8 +1,12 @@
-/** Commands that talk to a node: tx submit|status, query, block, status. */
+/** Commands that talk to a node: tx submit|cosign|send|status, query, block, status. */
 import fs from "node:fs";
+import path from "node:path";
 import type { Command } from "commander";
 import { type Canonical, fromBase64, fromHex, fromUtf8, toBase64, utf8 } from "../../core/encoding.ts";
 import { CodedError } from "../../core/errors.ts";
+import { decodeTx } from "../../core/tx.ts";
+import type { CitychainClient } from "../../sdk/client.ts";
+import { cosignTx } from "../../sdk/tx-builder.ts";
 import { type ClientFlags, clientFromFlags, printJson, withClientOptions } from "../common.ts";
 
 /** JSON to canonical values: {"$bytes": base64}, {"$hex": hex} and {"$text": utf8} become byte strings. */
@@ -50,6 +54,27 @@ function showValue(value: Uint8Array | null): { text?: string; base64?: string }
   }
 }
 
+/** A transaction file: base64 of its canonical bytes, one line. */
+export function writeTxFile(file: string, bytes: Uint8Array): void {
+  fs.writeFileSync(path.resolve(file), `${toBase64(bytes)}\n`);
+}
+
+export function readTxFile(file: string): Uint8Array {
+  const text = fs.readFileSync(path.resolve(file), "utf8").trim();
+  return fromBase64(text, "file");
+}
+
+export async function submitAndPrint(
+  client: CitychainClient,
+  bytes: Uint8Array,
+  flags: { wait: boolean; waitMs: string },
+): Promise<void> {
+  const status = await client.submitBytes(bytes, { wait: flags.wait, waitMs: Number(flags.waitMs) });
+  printJson(status);
+  if (status.status === "rejected" || (status.status === "committed" && status.code !== "OK"))
+    process.exitCode = 1;
+}
+
 export function registerClientCommands(program: Command): void {
   const tx = program.command("tx").description("submit transactions and follow them");
   withClientOptions(
@@ -62,14 +87,45 @@ export function registerClientCommands(program: Command): void {
         'payload as JSON, or @file; bytes as {"$text": …}, {"$bytes": base64}, {"$hex": …}',
       )
       .option("--no-wait", "return once the node accepted it, without waiting for the commit")
-      .option("--wait-ms <ms>", "longest wait for the commit", "30000"),
-  ).action(async (flags: ClientFlags & { type: string; payload: string; wait: boolean; waitMs: string }) => {
+      .option("--wait-ms <ms>", "longest wait for the commit", "30000")
+      .option(
+        "--out <file>",
+        "sign only: write the transaction to <file> for co-signers (tx cosign, tx send)",
+      ),
+  ).action(
+    async (
+      flags: ClientFlags & { type: string; payload: string; wait: boolean; waitMs: string; out?: string },
+    ) => {
+      const client = await clientFromFlags(flags);
+      const built = await client.buildTx(flags.type, parsePayload(flags.payload));
+      if (flags.out !== undefined) {
+        writeTxFile(flags.out, built.bytes);
+        printJson({ txId: built.id, file: flags.out, signatures: 1 });
+        return;
+      }
+      await submitAndPrint(client, built.bytes, flags);
+    },
+  );
+  withClientOptions(
+    tx
+      .command("cosign <file>")
+      .description(
+        "add your signature to a transaction file another party signed (multi-department approval)",
+      ),
+  ).action(async (file: string, flags: ClientFlags) => {
     const client = await clientFromFlags(flags);
-    const built = await client.buildTx(flags.type, parsePayload(flags.payload));
-    const status = await client.submitBytes(built.bytes, { wait: flags.wait, waitMs: Number(flags.waitMs) });
-    printJson(status);
-    if (status.status === "rejected" || (status.status === "committed" && status.code !== "OK"))
-      process.exitCode = 1;
+    const signed = await cosignTx(readTxFile(file), client.identity);
+    writeTxFile(file, signed.bytes);
+    printJson({ txId: signed.id, file, signatures: decodeTx(signed.bytes).signatures.length });
+  });
+  withClientOptions(
+    tx
+      .command("send <file>")
+      .description("submit a signed transaction file")
+      .option("--no-wait", "return once the node accepted it, without waiting for the commit")
+      .option("--wait-ms <ms>", "longest wait for the commit", "30000"),
+  ).action(async (file: string, flags: ClientFlags & { wait: boolean; waitMs: string }) => {
+    await submitAndPrint(await clientFromFlags(flags), readTxFile(file), flags);
   });
   withClientOptions(tx.command("status <txId>").description("a transaction's status and result")).action(
     async (txId: string, flags: ClientFlags) => printJson(await (await clientFromFlags(flags)).tx(txId)),

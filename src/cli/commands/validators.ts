@@ -11,12 +11,16 @@ import type { Command } from "commander";
 import { validatorIdOf } from "../../core/block.ts";
 import { CodedError } from "../../core/errors.ts";
 import { checkGenesis } from "../../core/genesis.ts";
+import { decodeTx } from "../../core/tx.ts";
 import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { readGenesisFile } from "../../node/genesis-file.ts";
 import { nodeX509 } from "../../node/x509-port.ts";
-import type { CitychainClient } from "../../sdk/client.ts";
+import { CitychainError } from "../../sdk/errors.ts";
+import { loadIdentity } from "../../sdk/node.ts";
+import type { TxIdentity } from "../../sdk/tx-builder.ts";
 import { followValidatorChanges, VerificationError, validatorsFromJson } from "../../sdk/verify.ts";
 import { type ClientFlags, clientFromFlags, printJson, withClientOptions } from "../common.ts";
+import { writeTxFile } from "./client.ts";
 
 const validatorIdPattern = /^[0-9a-f]{64}$/;
 
@@ -44,9 +48,64 @@ function genesisFileOf(flags: ClientFlags & { genesis?: string }): string {
   return path.join(readNetworkLayout(network).nodes[0]!.dir, "genesis.json");
 }
 
-async function submit(client: CitychainClient, type: string, payload: Record<string, unknown>) {
-  const status = await client.send(type, payload as never);
+interface ChangeFlags extends ClientFlags {
+  coSigners?: string;
+  out?: string;
+}
+
+/** Co-signing identities from the --network folder (a devnet holds every department's admin). */
+async function coSignersOf(flags: ChangeFlags): Promise<TxIdentity[]> {
+  if (flags.coSigners === undefined) return [];
+  const network = flags.network ?? process.env.CITYCHAIN_NETWORK;
+  if (network === undefined)
+    throw new CodedError(
+      "BAD_REQUEST",
+      "--co-signers needs --network; otherwise use --out and tx cosign",
+      "coSigners",
+    );
+  const layout = readNetworkLayout(network);
+  const passphrase = fs.readFileSync(layout.passphrasePath, "utf8").trim();
+  return Promise.all(
+    flags.coSigners
+      .split(",")
+      .filter(Boolean)
+      .map(async (id) => {
+        const member = layout.members.find((m) => m.enrollmentId === id.trim());
+        if (member === undefined)
+          throw new CodedError("NOT_FOUND", `no member ${id} in ${network}`, "coSigners");
+        return loadIdentity(member.certPath, member.keyPath, { passphrase });
+      }),
+  );
+}
+
+/**
+ * Signs the change (with any co-signers) and submits it, or with --out writes it for the other
+ * departments' admins to co-sign (`citychain tx cosign`) and someone to send (`citychain tx send`).
+ */
+async function submit(flags: ChangeFlags, type: string, payload: Record<string, unknown>) {
+  const client = await clientFromFlags(flags);
+  const built = await client.buildTx(type, payload as never, await coSignersOf(flags));
+  if (flags.out !== undefined) {
+    writeTxFile(flags.out, built.bytes);
+    printJson({ txId: built.id, file: flags.out, signatures: decodeTx(built.bytes).signatures.length });
+    return;
+  }
+  const status = await client.submitBytes(built.bytes, { wait: true });
+  if (status.status === "rejected" || (status.status === "committed" && status.code !== "OK"))
+    throw new CitychainError(status.code ?? "TX_FAILED", status.message ?? "transaction failed", 400);
   printJson({ ...status, takesEffectAt: status.height === undefined ? undefined : status.height + 1 });
+}
+
+function withChangeOptions(command: Command): Command {
+  return withClientOptions(command)
+    .option(
+      "--co-signers <ids>",
+      "with --network: admins of other departments who approve, e.g. civil.admin,police.admin (departments holding > 2/3 of the power must sign)",
+    )
+    .option(
+      "--out <file>",
+      "sign only: write the transaction to <file> for co-signers (tx cosign, then tx send)",
+    );
 }
 
 export function registerValidatorCommands(program: Command): void {
@@ -90,28 +149,27 @@ export function registerValidatorCommands(program: Command): void {
     }
   });
 
-  withClientOptions(
+  withChangeOptions(
     validators
       .command("add")
       .description("make a department node a validator (or change its power) from the next height on")
       .requiredOption("--node-cert <file>", "the node's certificate, PEM (kind and role node)")
       .option("--power <n>", "voting power (a change moves less than a third of the total)", "10"),
-  ).action(async (flags: ClientFlags & { nodeCert: string; power: string }) => {
+  ).action(async (flags: ChangeFlags & { nodeCert: string; power: string }) => {
     const cert = readCertificate(flags.nodeCert);
     const power = Number(flags.power);
     if (!Number.isSafeInteger(power) || power < 1)
       throw new CodedError("BAD_REQUEST", "--power: a positive integer", "power");
-    const client = await clientFromFlags(flags);
-    await submit(client, "config.validator.set", { certificate: new Uint8Array(cert.raw), power });
+    await submit(flags, "config.validator.set", { certificate: new Uint8Array(cert.raw), power });
   });
 
-  withClientOptions(
+  withChangeOptions(
     validators
       .command("remove")
       .description("remove a validator from the next height on (by id, or by its certificate)")
       .option("--id <hex>", "validator id (SHA-256 of its public key, as `list` prints)")
       .option("--node-cert <file>", "the validator's certificate, PEM"),
-  ).action(async (flags: ClientFlags & { id?: string; nodeCert?: string }) => {
+  ).action(async (flags: ChangeFlags & { id?: string; nodeCert?: string }) => {
     if ((flags.id === undefined) === (flags.nodeCert === undefined))
       throw new CodedError("BAD_REQUEST", "give one of --id or --node-cert", "id");
     let id = flags.id;
@@ -121,6 +179,6 @@ export function registerValidatorCommands(program: Command): void {
     }
     if (!validatorIdPattern.test(id))
       throw new CodedError("BAD_REQUEST", "--id: 64 lower-case hex digits", "id");
-    await submit(await clientFromFlags(flags), "config.validator.remove", { validatorId: id });
+    await submit(flags, "config.validator.remove", { validatorId: id });
   });
 }

@@ -107,7 +107,8 @@ const addRoot: TxHandler = (call) => {
 // ---- validator set ----
 //
 // A change in block h takes effect at height h + 1: block h + 1 is voted on by the new set, and its
-// header's validatorsHash names it. Two rules keep every change safe to make while the chain runs:
+// header's validatorsHash names it. It is approved by departments holding > 2/3 of the current
+// power (requireApprovals). Two rules keep every change safe to make while the chain runs:
 //  - one change per block, so each height's set differs from the last by one validator;
 //  - a change moves less than a third of the current total voting power, so more than a third of
 //    the old power is still behind any quorum of the new set: a client that trusts the old set can
@@ -145,6 +146,28 @@ function checkPowerMoved(moved: number, total: number): void {
 
 const validatorIdPattern = /^[0-9a-f]{64}$/;
 
+/**
+ * Who decides who decides: a change needs, beside the operator admin who sends it, the approval of
+ * departments that hold more than two thirds of the current voting power, given as co-signatures
+ * by admins of those departments (the envelope carries several signatures). So no single key, not
+ * even the operator's, can move the set; only as many departments as could rewrite the chain
+ * anyway.
+ */
+function requireApprovals(call: TxCall, current: readonly Validator[]): void {
+  const approving = new Set(call.signers.filter((s) => hasRole(s, "admin")).map((s) => s.dept));
+  let approved = 0;
+  for (const v of current) if (approving.has(v.dept)) approved += v.power;
+  const total = totalPower(current);
+  if (approved * 3 <= total * 2) {
+    const missing = [...new Set(current.filter((v) => !approving.has(v.dept)).map((v) => v.dept))];
+    throw new CodedError(
+      "FORBIDDEN",
+      `a validator change needs admins of departments holding more than 2/3 of the voting power to sign (${approved} of ${total} signed; not yet: ${missing.join(", ")})`,
+      "signatures",
+    );
+  }
+}
+
 function requireOneChangePerBlock(call: TxCall): void {
   const at = readRecord(call.state, stateKeys.validatorsChangedAt);
   if (at === call.block.height) {
@@ -173,6 +196,7 @@ const setValidator: TxHandler = (call) => {
   }
   requireOneChangePerBlock(call);
   const current = readValidators(call.state);
+  requireApprovals(call, current);
   const id = validatorIdOf(node.publicKeySpki);
   const at = current.findIndex((v) => bytesEqual(v.id, id));
   const before = at < 0 ? 0 : current[at]!.power;
@@ -199,6 +223,7 @@ const removeValidator: TxHandler = (call) => {
   const current = readValidators(call.state);
   const at = current.findIndex((v) => bytesEqual(v.id, id));
   if (at < 0) throw new CodedError("NOT_FOUND", "no such validator", "validatorId");
+  requireApprovals(call, current);
   checkPowerMoved(current[at]!.power, totalPower(current));
   const next = current.filter((_, i) => i !== at);
   writeValidators(call, next);
