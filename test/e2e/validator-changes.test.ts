@@ -10,9 +10,11 @@
  *    the new set signed; `citychain verify` replays the whole chain across the changes.
  */
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { createRootCa } from "../../src/ca/authority.ts";
 import { utf8 } from "../../src/core/encoding.ts";
 import { checkGenesis } from "../../src/core/genesis.ts";
 import { readNodeConfig, writeNodeConfig } from "../../src/node/config.ts";
@@ -172,6 +174,29 @@ test("a validator joins and another leaves while the chain runs", async () => {
     [joinedAt, leftAt],
   );
   assert.equal(listed.validators.length, 4);
+
+  // A second trusted root needs the same approvals: refused for the operator alone (it holds no
+  // validator power any more), accepted with civil, police and social (30 of 40).
+  const root = await createRootCa({
+    dir: path.join(net.layout.dir, "second-ca"),
+    validityDays: 365,
+    passphrase: net.passphrase,
+    dept: "infocenter",
+    now: Date.now,
+  });
+  const rootDer = new Uint8Array(new X509Certificate(root.certPem).raw);
+  const rootPayload = JSON.stringify({ certificate: { $bytes: Buffer.from(rootDer).toString("base64") } });
+  const rootFile = path.join(net.layout.dir, "add-root.tx");
+  const submitRoot = ["tx", "submit", "--type", "config.root.add", "--payload", rootPayload];
+  const lone = await cli(submitRoot);
+  assert.notEqual(lone.code, 0);
+  assert.match(lone.stdout, /adding a trusted root needs admins/);
+  assert.equal((await cli([...submitRoot, "--out", rootFile])).code, 0);
+  for (const as of ["civil.admin", "police.admin", "social.admin"]) {
+    assert.equal((await cli(["tx", "cosign", rootFile, "--as", as])).code, 0);
+  }
+  const rootSent = await cli(["tx", "send", rootFile]);
+  assert.equal(rootSent.code, 0, rootSent.stdout + rootSent.stderr);
 
   // The whole chain replays across both changes.
   await net.stop(1);

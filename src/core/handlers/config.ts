@@ -91,8 +91,13 @@ function recordRevocation(call: TxCall, key: string, p: ReturnType<typeof asMap>
   return { alreadyRevoked: false };
 }
 
+/**
+ * A new trusted root can mint any identity, so it needs the same approval as a validator change:
+ * departments holding more than two thirds of the voting power co-sign.
+ */
 const addRoot: TxHandler = (call) => {
   requireOperatorAdmin(call);
+  requireApprovals(call, readValidators(call.state), "adding a trusted root");
   const p = asMap(call.payload, "payload", ["certificate"]);
   const der = readBytes(p, "certificate", 64, 4096);
   const roots = readRoots(call.state);
@@ -153,7 +158,7 @@ const validatorIdPattern = /^[0-9a-f]{64}$/;
  * even the operator's, can move the set; only as many departments as could rewrite the chain
  * anyway.
  */
-function requireApprovals(call: TxCall, current: readonly Validator[]): void {
+function requireApprovals(call: TxCall, current: readonly Validator[], what = "a validator change"): void {
   const approving = new Set(call.signers.filter((s) => hasRole(s, "admin")).map((s) => s.dept));
   let approved = 0;
   for (const v of current) if (approving.has(v.dept)) approved += v.power;
@@ -162,7 +167,7 @@ function requireApprovals(call: TxCall, current: readonly Validator[]): void {
     const missing = [...new Set(current.filter((v) => !approving.has(v.dept)).map((v) => v.dept))];
     throw new CodedError(
       "FORBIDDEN",
-      `a validator change needs admins of departments holding more than 2/3 of the voting power to sign (${approved} of ${total} signed; not yet: ${missing.join(", ")})`,
+      `${what} needs admins of departments holding more than 2/3 of the voting power to sign (${approved} of ${total} signed; not yet: ${missing.join(", ")})`,
       "signatures",
     );
   }
