@@ -45,6 +45,8 @@ export interface SignRecord {
 export interface SimLog {
   readonly chainId: string;
   readonly validators: readonly Validator[];
+  /** The set that votes at a height, when it changes during the run (else `validators`). */
+  readonly validatorsAt?: (height: number) => readonly Validator[];
   readonly honestNodes: readonly number[];
   readonly decisions: readonly DecisionRecord[];
   readonly signs: readonly SignRecord[];
@@ -122,7 +124,12 @@ export function checkValidity(
         message: `node ${d.node} height ${d.height}: decided an invalid block`,
       });
     }
-    const check = verifyCommit(log.chainId, log.validators, d.commit, verifier);
+    const check = verifyCommit(
+      log.chainId,
+      log.validatorsAt?.(d.height) ?? log.validators,
+      d.commit,
+      verifier,
+    );
     if (!check.ok || toHex(d.commit.blockHash) !== hash || d.commit.height !== d.height) {
       out.push({
         invariant: "Validity",

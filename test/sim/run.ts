@@ -6,6 +6,7 @@
  * Flags: --seed N, --nodes N, --byzantine N, --faults k1,k2|all|none, --heights N,
  * --behaviors b1,b2 (Byzantine behaviours, default: drawn per node), --colluding, --delay-ms N
  * (one-way link delay), --commit-ms N (pause after each decision, so faults overlap more heights),
+ * --membership join-leave (the last node joins the validators at height 3, node 0 leaves at 6),
  * --verbose (print the decision log and where each node stood).
  */
 import { parseArgs } from "node:util";
@@ -34,6 +35,7 @@ function main(): void {
       "delay-ms": { type: "string" },
       "commit-ms": { type: "string" },
       verbose: { type: "boolean", default: false },
+      membership: { type: "string" },
     },
   });
   const config: SimConfig = {
@@ -47,6 +49,7 @@ function main(): void {
       : { behaviors: parseList<ByzantineBehavior>(values.behaviors, allBehaviors, "behavior") }),
     ...(values.colluding ? { colluding: true } : {}),
     ...(values["delay-ms"] === undefined ? {} : { baseDelayMs: Number(values["delay-ms"]) }),
+    ...(values.membership === "join-leave" ? { membership: "join-leave" as const } : {}),
     ...(values["commit-ms"] === undefined
       ? {}
       : { driver: { timeoutCommitMs: Number(values["commit-ms"]) } }),

@@ -11,8 +11,12 @@
  */
 
 import type { Application, ProposedBlock } from "../../src/consensus/ports.ts";
-import type { Commit } from "../../src/core/block.ts";
-import { nextHeightValidatorSet, type ValidatorSet } from "../../src/core/consensus/proposer.ts";
+import type { Commit, Validator } from "../../src/core/block.ts";
+import {
+  carryPriorities,
+  nextHeightValidatorSet,
+  type ValidatorSet,
+} from "../../src/core/consensus/proposer.ts";
 import type { Evidence } from "../../src/core/consensus/types.ts";
 import { type Canonical, decodeCanonical, encodeCanonical, utf8 } from "../../src/core/encoding.ts";
 import { assert } from "../../src/core/errors.ts";
@@ -94,6 +98,8 @@ export interface StoredDecision {
 export interface SimChainHooks {
   onCommit(node: number, height: number, decision: StoredDecision): void;
   onEvidence(node: number, evidence: Evidence): void;
+  /** The driver learned it is behind: the node's catch-up (block fetch) is the simulation's to play. */
+  onBehind?(node: number, from: string | null): void;
 }
 
 export class SimChain implements Application {
@@ -105,6 +111,8 @@ export class SimChain implements Application {
     private readonly proposerId: Uint8Array,
     genesisSet: ValidatorSet,
     private readonly hooks: SimChainHooks,
+    /** Validator list from a height on (the chain's membership changes, the same on every node). */
+    private readonly changes: ReadonlyMap<number, readonly Validator[]> = new Map(),
   ) {
     this.sets[1] = genesisSet;
   }
@@ -149,7 +157,9 @@ export class SimChain implements Application {
     assert(this.validateBlock(height, blockBytes), "only valid blocks commit");
     const decision = { blockHash, blockBytes, commit };
     this.decided.push(decision);
-    this.sets[height + 1] = nextHeightValidatorSet(this.validatorSet(height));
+    const stepped = nextHeightValidatorSet(this.validatorSet(height));
+    const change = this.changes.get(height + 1);
+    this.sets[height + 1] = change === undefined ? stepped : carryPriorities(stepped, change);
     this.hooks.onCommit(this.node, height, decision);
   }
 
@@ -159,5 +169,13 @@ export class SimChain implements Application {
 
   onEvidence(evidence: Evidence): void {
     this.hooks.onEvidence(this.node, evidence);
+  }
+
+  onBehind(): void {
+    this.hooks.onBehind?.(this.node, null);
+  }
+
+  onPeerAhead(_decidedHeight: number, from: string): void {
+    this.hooks.onBehind?.(this.node, from);
   }
 }

@@ -23,13 +23,14 @@ import {
   type WalRecord,
   walRecordHeight,
 } from "../../src/consensus/wal.ts";
+import type { Validator } from "../../src/core/block.ts";
 import {
   defaultMachineOptions,
   type MachineOptions,
   type MachineView,
 } from "../../src/core/consensus/machine.ts";
 import { genesisValidatorSet } from "../../src/core/consensus/proposer.ts";
-import { consensusMessageBytesMax } from "../../src/core/consensus/types.ts";
+import { consensusMessageBytesMax, encodeConsensusMessage } from "../../src/core/consensus/types.ts";
 import { decodeCanonical, toHex } from "../../src/core/encoding.ts";
 import { CodedError } from "../../src/core/errors.ts";
 import { NodeSignatureVerifier } from "../../src/node/crypto-node.ts";
@@ -70,6 +71,12 @@ export interface SimConfig {
   readonly livenessBoundMs?: number;
   readonly machine?: Partial<MachineOptions>;
   readonly driver?: Partial<Pick<DriverOptions, "rebroadcastIntervalMs" | "timeoutCommitMs">>;
+  /**
+   * Validator set changes while the run goes on. "join-leave": the last node is not a validator at
+   * genesis and joins at height 3; node 0 leaves at height 6 (and keeps following as an observer).
+   * Needs at least 5 nodes (each change moves less than a third of the power).
+   */
+  readonly membership?: "join-leave";
   /** Safety valve: a run that schedules more events than this is reported as a liveness failure. */
   readonly eventsMax?: number;
 }
@@ -103,6 +110,8 @@ const defaultFaultWindowMs = 8000;
 const defaultLivenessBoundMs = 60_000;
 const defaultEventsMax = 20_000_000;
 const validatorPower = 10;
+/** A catch-up request not answered in this time (virtual) is made again if the node is still behind. */
+const catchUpRetryMs = 500;
 
 class SimCrash extends Error {}
 
@@ -146,6 +155,22 @@ class MemoryWal implements Wal {
   }
 }
 
+/** The validator list of each height at which it changes, from the config (1 = genesis). */
+function membershipSchedule(
+  config: SimConfig,
+  validators: readonly Validator[],
+): ReadonlyMap<number, readonly Validator[]> {
+  if (config.membership === undefined) return new Map([[1, validators]]);
+  if (validators.length < 5) throw new RangeError("membership join-leave needs at least 5 nodes");
+  const joiner = validators.length - 1;
+  const genesis = validators.filter((_, i) => i !== joiner);
+  return new Map([
+    [1, genesis],
+    [3, validators],
+    [6, validators.filter((_, i) => i !== 0)],
+  ]);
+}
+
 export function reproduceCommand(config: SimConfig): string {
   const parts = [
     "node --import tsx test/sim/run.ts",
@@ -160,6 +185,7 @@ export function reproduceCommand(config: SimConfig): string {
   if (config.baseDelayMs !== undefined) parts.push(`--delay-ms ${config.baseDelayMs}`);
   if (config.driver?.timeoutCommitMs !== undefined)
     parts.push(`--commit-ms ${config.driver.timeoutCommitMs}`);
+  if (config.membership !== undefined) parts.push(`--membership ${config.membership}`);
   return parts.join(" ");
 }
 
@@ -262,6 +288,10 @@ class Simulation {
   private readonly outsider: SimKey;
   private readonly coalition: Map<string, { a: Uint8Array; b: Uint8Array }> | null;
   private readonly oversized: Uint8Array;
+  /** Validator list by the height it takes effect (1 = genesis). */
+  private readonly schedule: ReadonlyMap<number, readonly Validator[]>;
+  /** Nodes with a catch-up request in flight. */
+  private readonly syncing = new Set<number>();
   private now = 0;
   private events = 0;
   private timerSeq = 0;
@@ -301,7 +331,9 @@ class Simulation {
       ...config.driver,
     };
     const validators = keys.map((k, i) => validatorFor(k, validatorPower, i));
-    const genesis = genesisValidatorSet(validators);
+    this.schedule = membershipSchedule(config, validators);
+    const genesis = genesisValidatorSet(this.schedule.get(1)!);
+    const changes = new Map([...this.schedule].filter(([height]) => height > 1));
     for (let i = 0; i < config.nodes; i++) {
       const isHonest = this.honest.includes(i);
       this.nodes.push({
@@ -309,12 +341,19 @@ class Simulation {
         key: keys[i]!,
         honest: isHonest,
         behaviors: isHonest ? new Set() : this.drawBehaviors(),
-        chain: new SimChain(i, keys[i]!.id, genesis, {
-          onCommit: (node, height, d) => this.onCommit(node, height, d),
-          onEvidence: () => {
-            this.evidence++;
+        chain: new SimChain(
+          i,
+          keys[i]!.id,
+          genesis,
+          {
+            onCommit: (node, height, d) => this.onCommit(node, height, d),
+            onEvidence: () => {
+              this.evidence++;
+            },
+            onBehind: (node, from) => this.catchUp(node, from === null ? null : Number(from)),
           },
-        }),
+          changes,
+        ),
         wal: new MemoryWal(),
         timers: new Set(),
         driver: null,
@@ -441,6 +480,41 @@ class Simulation {
     }
   }
 
+  /**
+   * The node's catch-up, as the real node does it (src/node/network-node.ts): it asks a peer that has
+   * the next block (the one whose message showed it, else a random honest one) and gets the block
+   * with its commit, over the same faulty network; the driver checks the commit before it applies
+   * it. One request in flight per node; if it is lost, the next sign of lag (or the retry timer)
+   * asks again. Without this a node that does not vote at a height (not in the set) could never
+   * learn a decision it missed: decisions are otherwise sent only in reply to a node's own votes.
+   */
+  private catchUp(index: number, hint: number | null): void {
+    const node = this.nodes[index]!;
+    if (this.syncing.has(index) || node.driver === null) return;
+    const want = node.chain.height() + 1;
+    const able = this.honest.filter((i) => i !== index && this.nodes[i]!.chain.height() >= want);
+    if (able.length === 0) return;
+    const source = hint !== null && able.includes(hint) ? hint : this.prng.pick(able);
+    this.syncing.add(index);
+    const requestDelayMs = this.config.baseDelayMs ?? 5;
+    this.at(this.now + requestDelayMs, () => {
+      const d = this.nodes[source]!.chain.decisionAt(want);
+      if (d !== undefined) {
+        const bytes = encodeConsensusMessage({
+          kind: "decision",
+          height: want,
+          blockBytes: d.blockBytes,
+          commit: d.commit,
+        });
+        this.network.send(source, index, bytes, this.now);
+      }
+    });
+    this.at(this.now + catchUpRetryMs, () => {
+      this.syncing.delete(index);
+      if (node.chain.height() < want) this.catchUp(index, null);
+    });
+  }
+
   private deliver(to: number, from: number, bytes: Uint8Array): void {
     const node = this.nodes[to]!;
     const driver = node.driver;
@@ -487,6 +561,11 @@ class Simulation {
     return {
       chainId: simChainId,
       validators: this.nodes[0]!.chain.validatorSet(1).validators,
+      validatorsAt: (height) => {
+        let found: readonly Validator[] = this.schedule.get(1)!;
+        for (const [from, list] of this.schedule) if (from <= height) found = list;
+        return found;
+      },
       honestNodes: this.honest,
       decisions: this.decisions,
       signs: this.signs,

@@ -1,7 +1,8 @@
 /**
  * A long sweep over many seeds (`npm run sim:sweep -- --seeds 1000 --minutes 30`). Each seed draws
  * its own shape: 4, 5, 7 or 10 validators, up to the most Byzantine nodes BFT tolerates
- * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights. Every failure
+ * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights, and for a third
+ * of the seeds with 5 or more validators a change of the set mid-run. Every failure
  * prints the one-line command that reproduces it; the exit code is 1 when any seed failed.
  *
  * Flags: --seeds N (how many; default unbounded within --minutes), --start N (first seed, default 1),
@@ -23,6 +24,8 @@ export function sweepConfig(seed: number, nodes?: number): SimConfig {
     heights: prng.between(3, 8),
     // Half the seeds pause after each decision, so the fault window spans many heights.
     ...(prng.chance(0.5) ? { driver: { timeoutCommitMs: prng.between(100, 1000) } } : {}),
+    // A third of the seeds with 5 or more validators change the set mid-run.
+    ...(n >= 5 && prng.chance(1 / 3) ? { membership: "join-leave" as const } : {}),
   };
 }
 

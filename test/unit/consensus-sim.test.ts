@@ -101,6 +101,31 @@ describe("simulation: safety and liveness hold", () => {
     for (let seed = 1; seed <= 60; seed++) expectOk(sweepConfig(seed));
   });
 
+  it("the validator set changes mid-run (a node joins at 3, another leaves at 6) under faults and a Byzantine node", () => {
+    for (const seed of [71, 72, 73, 74, 75, 76]) {
+      const result = expectOk({
+        seed,
+        nodes: 5,
+        byzantine: 1,
+        faults: allFaults,
+        heights: 9,
+        membership: "join-leave",
+      });
+      const honest = new Set(result.log.honestNodes);
+      const signed = (node: number, test: (height: number) => boolean) =>
+        result.log.signs.some((s) => s.node === node && s.kind !== "proposal" && test(s.height));
+      if (honest.has(4)) {
+        assert.ok(!signed(4, (h) => h < 3), `seed ${seed}: node 4 voted before it joined`);
+        assert.ok(
+          signed(4, (h) => h >= 3),
+          `seed ${seed}: node 4 never voted after it joined`,
+        );
+      }
+      if (honest.has(0)) assert.ok(!signed(0, (h) => h >= 6), `seed ${seed}: node 0 voted after it left`);
+      assert.match(result.reproduce, /--membership join-leave/);
+    }
+  });
+
   it("a seed reproduces its run exactly", () => {
     const config: SimConfig = { seed: 77, nodes: 4, byzantine: 1, faults: allFaults, heights: 4 };
     const a = simulate(config);
