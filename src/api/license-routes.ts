@@ -27,6 +27,14 @@ import {
   type StatusPurpose,
 } from "../license/vc.ts";
 import type { ChainNode } from "../node/node.ts";
+import {
+  cborMediaType,
+  errorItem,
+  LicenseProofCache,
+  type ProvenLicense,
+  proofsAnswer,
+  wantsCbor,
+} from "./license-proofs.ts";
 import * as s from "./license-schemas.ts";
 import { ProofCache, proofAnchor } from "./proofs.ts";
 
@@ -109,6 +117,8 @@ const statusListsCachedMax = 256;
 const queryableCacheEntriesMax = 4096;
 /** About 2 KiB each: 200 MiB at most. */
 const proofCacheEntriesMax = 100_000;
+/** Licenses whose binary proof items are kept for the current height; about 2 KiB each: 80 MiB. */
+const licenseProofCacheEntriesMax = 40_000;
 const subjectReadSkewMs = 300_000;
 
 /** Where this node is reached, as the caller reached it (for links in exported documents). */
@@ -132,6 +142,7 @@ export function registerLicenseRoutes(
 ): void {
   const reader = licenseReader(node.ledger.state);
   const proofs = new ProofCache(node, proofCacheEntriesMax);
+  const licenseProofs = new LicenseProofCache(node, reader, licenseProofCacheEntriesMax);
   // What a department and role set may search depends only on the catalogue and the policies, so it
   // is worked out once per height rather than on every search.
   const queryableCache = new Map<string, string[] | undefined>();
@@ -228,13 +239,44 @@ export function registerLicenseRoutes(
   app.post("/v1/licenses/proofs", { schema: s.licenseProofs }, async (request, reply) => {
     const { ids } = request.body as { ids: string[] };
     const who = caller(request);
-    // Synchronous from here to the answer: every entry and the anchor describe one height. The
-    // answer is assembled from cached, already serialised entries (its shape is the schema's).
+    // The caller's right to query depends on the type and the issuing department only: judged once
+    // per pair in a batch.
+    const verdicts = new Map<string, CodedError | null>();
+    const mayQuery = (proven: ProvenLicense): void => {
+      const pair = `${proven.typeCode}/${proven.issuerDept}`;
+      let denial = verdicts.get(pair);
+      if (denial === undefined) {
+        try {
+          requireQuery(reader, who, reader.type(proven.typeCode), proven.issuerDept);
+          denial = null;
+        } catch (error) {
+          if (!(error instanceof CodedError)) throw error;
+          denial = error;
+        }
+        verdicts.set(pair, denial);
+      }
+      if (denial !== null) throw denial;
+    };
+    // Synchronous from here to the answer: every item and the anchor describe one height.
+    if (wantsCbor(request.headers.accept)) {
+      const items = ids.map((ref) => {
+        try {
+          const proven = licenseProofs.license(ref);
+          mayQuery(proven);
+          return licenseProofs.item(proven);
+        } catch (error) {
+          if (error instanceof CodedError) return errorItem(ref, error);
+          throw error;
+        }
+      });
+      return reply.type(cborMediaType).send(proofsAnswer(items, licenseProofs.anchorRest()));
+    }
+    // The JSON answer is assembled from cached, already serialised entries (its shape is the schema's).
     const items = ids.map((ref) => {
       try {
-        const { head, version } = reader.resolve(ref);
-        requireQuery(reader, who, reader.type(head.typeCode), head.issuerDept);
-        return `{"id":${JSON.stringify(version.id)},"licenseKey":${JSON.stringify(head.licenseKey)},"version":${proofs.json(licenseKeys.version(version.id))},"head":${proofs.json(licenseKeys.head(head.licenseKey))}}`;
+        const proven = licenseProofs.license(ref);
+        mayQuery(proven);
+        return `{"id":${JSON.stringify(proven.id)},"licenseKey":${JSON.stringify(proven.licenseKey)},"version":${proofs.json(licenseKeys.version(proven.id))},"head":${proofs.json(licenseKeys.head(proven.licenseKey))}}`;
       } catch (error) {
         if (error instanceof CodedError) return JSON.stringify({ id: ref, error: error.toJSON() });
         throw error;
