@@ -3,8 +3,9 @@
  *   1. licenses issued per second (pre-built `license.issue` transactions: content sealed, data keys
  *      wrapped with HPKE and signed before the clock starts; submitted in batches, waiting for commit);
  *   2. licenses verified per second with proof: the node serving batch proofs (POST /v1/licenses/proofs,
- *      256 licenses per signed request), cold and warm proof cache, single-license GETs for
- *      comparison, and what the verifying client itself sustains;
+ *      256 licenses per signed request) as JSON and as binary (Accept: application/cbor), each with a
+ *      cold proof cache (a block has just committed) and then warm, single-license GETs for
+ *      comparison, and what the verifying client itself sustains for each format;
  *   3. holder search latency (GET /v1/licenses?holder=…, end to end with request signing) with
  *      1,000,000 licenses in the store.
  *
@@ -37,7 +38,7 @@ import {
   wrappedKeyToCanonical,
 } from "../src/core/license/records.ts";
 import type { CitychainClient, FetchLike } from "../src/sdk/client.ts";
-import { type LicenseProofsJson, verifyLicenseProofs } from "../src/sdk/licenses.ts";
+import { type LicenseProofsJson, verifyLicenseProofs, verifyLicenseProofsCbor } from "../src/sdk/licenses.ts";
 import { nodeFetch } from "../src/sdk/node.ts";
 import {
   contentHash,
@@ -58,6 +59,8 @@ const { values: args } = parseArgs({
     batch: { type: "string", default: "500" },
     connections: { type: "string", default: "4" },
     "proof-rounds": { type: "string", default: "3" },
+    /** Warm rounds ask for every batch this many times, so a round lasts long enough to time. */
+    "warm-passes": { type: "string", default: "5" },
     "store-licenses": { type: "string", default: "1000000" },
     searches: { type: "string", default: "2000" },
   },
@@ -244,31 +247,63 @@ async function prebuildLicenses(police: CitychainClient, chainId: string, subjec
   return { ids, txs };
 }
 
-async function benchVerify(pid: number, clients: readonly CitychainClient[], ids: readonly string[]) {
+/** Occurrences of `pattern` in `bytes` (memchr-speed; counting proven items without decoding). */
+function countOccurrences(bytes: Buffer, pattern: Buffer): number {
+  let count = 0;
+  for (let at = bytes.indexOf(pattern); at >= 0; at = bytes.indexOf(pattern, at + pattern.length)) count++;
+  return count;
+}
+
+/** Each proven item of a binary answer has exactly one "versionProof" key (an error item has none). */
+const versionProofKey = Buffer.concat([Buffer.from([0x60 + 12]), Buffer.from("versionProof")]);
+
+async function benchVerify(
+  pid: number,
+  clients: readonly CitychainClient[],
+  ids: readonly string[],
+  nextBlock: () => Promise<void>,
+) {
   const rounds = Number(args["proof-rounds"]);
   const batches: string[][] = [];
   for (let i = 0; i < ids.length; i += 256) batches.push(ids.slice(i, i + 256));
-  let sample: LicenseProofsJson | undefined;
-  for (let round = 0; round < rounds; round++) {
-    let next = 0;
-    let proven = 0;
-    const m = await measure(pid, () =>
-      lanes(
-        connections * 2,
-        () => (next < batches.length ? batches[next++] : undefined),
-        async (batch) => {
-          const client = clients[next % clients.length]!;
-          // Counted, not parsed: parsing a megabyte per batch would measure the load generator.
-          // One answer is parsed and checked in full below.
-          const { text } = await client.requestText("POST", "/v1/licenses/proofs", { ids: batch });
-          proven += text.split('"licenseKey":').length - 1;
-          sample ??= JSON.parse(text) as LicenseProofsJson;
-        },
-      ),
-    );
-    out(
-      `verify (batch proofs, ${round === 0 ? "cold" : "warm"} cache): ${proven} licenses proven in ${m.seconds.toFixed(2)} s = ${(proven / m.seconds).toFixed(0)}/s; ${describeLoad(m)}`,
-    );
+  let sampleJson: LicenseProofsJson | undefined;
+  let sampleCbor: Uint8Array | undefined;
+  for (const format of ["json", "cbor"] as const) {
+    // A block commits first, so the first round starts with every proof cache empty.
+    await nextBlock();
+    for (let round = 0; round < rounds; round++) {
+      const requests = round === 0 ? batches.length : batches.length * Number(args["warm-passes"]);
+      let next = 0;
+      let proven = 0;
+      const m = await measure(pid, () =>
+        lanes(
+          connections * 2,
+          () => (next < requests ? batches[next++ % batches.length] : undefined),
+          async (batch) => {
+            const client = clients[next % clients.length]!;
+            // Counted, not parsed: parsing half a megabyte per batch would measure the load generator.
+            // One answer of each format is parsed and checked in full below.
+            if (format === "json") {
+              const { text } = await client.requestText("POST", "/v1/licenses/proofs", { ids: batch });
+              proven += text.split('"licenseKey":').length - 1;
+              sampleJson ??= JSON.parse(text) as LicenseProofsJson;
+            } else {
+              const { bytes } = await client.requestBytes("POST", "/v1/licenses/proofs", "application/cbor", {
+                ids: batch,
+              });
+              proven += countOccurrences(
+                Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length),
+                versionProofKey,
+              );
+              sampleCbor ??= bytes;
+            }
+          },
+        ),
+      );
+      out(
+        `verify (batch proofs, ${format}, ${round === 0 ? "cold" : "warm"} cache): ${proven} licenses proven in ${m.seconds.toFixed(2)} s = ${(proven / m.seconds).toFixed(0)}/s; ${describeLoad(m)}`,
+      );
+    }
   }
   const singles = Math.min(2000, ids.length);
   let s = 0;
@@ -284,13 +319,20 @@ async function benchVerify(pid: number, clients: readonly CitychainClient[], ids
   out(
     `verify (one signed GET per license): ${singles} in ${single.seconds.toFixed(2)} s = ${(singles / single.seconds).toFixed(0)}/s; ${describeLoad(single)}`,
   );
-  if (sample !== undefined) {
-    const trusted = validatorsFromJson(sample.validators);
-    const t0 = performance.now();
-    const checked = await verifyLicenseProofs(sample, trusted, Date.now());
-    const seconds = (performance.now() - t0) / 1000;
+  if (sampleJson !== undefined && sampleCbor !== undefined) {
+    const trusted = validatorsFromJson(sampleJson.validators);
+    let t0 = performance.now();
+    const checked = await verifyLicenseProofs(sampleJson, trusted, Date.now());
+    let seconds = (performance.now() - t0) / 1000;
     out(
-      `client-side check of one batch (commit + ${checked.length} licenses' proofs, @noble/hashes): ${(checked.length / seconds).toFixed(0)} licenses/s on one core`,
+      `client-side check of one JSON batch (commit + ${checked.length} licenses' proofs): ${(checked.length / seconds).toFixed(0)} licenses/s on one core`,
+    );
+    t0 = performance.now();
+    const checkedCbor = await verifyLicenseProofsCbor(sampleCbor, trusted, Date.now());
+    seconds = (performance.now() - t0) / 1000;
+    const failed = checkedCbor.filter((o) => "error" in o).length;
+    out(
+      `client-side check of one binary batch (decode + commit + ${checkedCbor.length} licenses' proofs, ${failed} refused): ${(checkedCbor.length / seconds).toFixed(0)} licenses/s on one core`,
     );
   }
 }
@@ -445,7 +487,11 @@ async function main() {
     const readers = await Promise.all(
       ["tax.officer", "civil.officer", "market.officer", "health.officer"].map((id) => net.client(id)),
     );
-    await benchVerify(child.pid!, readers, ids);
+    let tick = 0;
+    const nextBlock = async () => {
+      await police.send("kv.put", { key: "bench/tick", value: new Uint8Array([tick++ & 0xff]) });
+    };
+    await benchVerify(child.pid!, readers, ids, nextBlock);
 
     await net.stop(0);
     const { holders } = seedStore(path.join(net.layout.nodes[0]!.dir), ids[0]!);
