@@ -156,5 +156,5 @@ export function proofsAnswer(items: readonly Uint8Array[], anchorRest: Uint8Arra
 }
 
 export function wantsCbor(accept: string | undefined): boolean {
-  return accept !== undefined && accept.includes(cborMediaType);
+  return accept?.includes(cborMediaType) === true;
 }
