@@ -72,14 +72,26 @@ export function readRecord(state: StateReader, key: string): Canonical | undefin
   if (bytes === undefined) return undefined;
   const known = decoded.get(bytes);
   if (known !== undefined) return known;
-  let value: Canonical;
+  const value = decodeRecord(key, bytes);
+  decoded.set(bytes, value);
+  return value;
+}
+
+/**
+ * Like readRecord without remembering the decoded record: for reads that sweep many records once
+ * (a search's page), where remembering would only give the garbage collector more to keep.
+ */
+export function readRecordOnce(state: StateReader, key: string): Canonical | undefined {
+  const bytes = state.get(key);
+  return bytes === undefined ? undefined : decodeRecord(key, bytes);
+}
+
+function decodeRecord(key: string, bytes: Uint8Array): Canonical {
   try {
-    value = decodeStoredCanonical(bytes, 1024 * 1024);
+    return decodeStoredCanonical(bytes, 1024 * 1024);
   } catch {
     throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
   }
-  decoded.set(bytes, value);
-  return value;
 }
 
 export function encodeRecord(value: Canonical): Uint8Array {
