@@ -6,6 +6,7 @@
 import { type Validator, validatorsToCanonical } from "./block.ts";
 import { type Canonical, decodeStoredCanonical, encodeCanonical } from "./encoding.ts";
 import { CodedError } from "./errors.ts";
+import { decodeStoredRecord } from "./record-decoder.ts";
 import type { StateReader } from "./state.ts";
 
 export const deptCodePattern = /^[a-z][a-z0-9-]{1,31}$/;
@@ -78,12 +79,18 @@ export function readRecord(state: StateReader, key: string): Canonical | undefin
 }
 
 /**
- * Like readRecord without remembering the decoded record: for reads that sweep many records once
- * (a search's page), where remembering would only give the garbage collector more to keep.
+ * Like readRecord without remembering the decoded record, and with the lean decoder
+ * (src/core/record-decoder.ts): for reads that sweep many records once (a search's page), where
+ * remembering would only give the garbage collector more to keep.
  */
 export function readRecordOnce(state: StateReader, key: string): Canonical | undefined {
   const bytes = state.get(key);
-  return bytes === undefined ? undefined : decodeRecord(key, bytes);
+  if (bytes === undefined) return undefined;
+  try {
+    return decodeStoredRecord(bytes, 1024 * 1024);
+  } catch {
+    throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
+  }
 }
 
 function decodeRecord(key: string, bytes: Uint8Array): Canonical {
