@@ -16,12 +16,14 @@
  * holds --store-licenses licenses. The seeded rows are not in the state tree (a proof of one would
  * fail, and `citychain verify` on this throwaway folder would say so); search does not use the tree.
  */
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
 import { PerformanceObserver } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 import { type Canonical, decodeCanonical, encodeCanonical } from "../src/core/encoding.ts";
 import { sha256Hex } from "../src/core/hash.ts";
 import { signRequest } from "../src/core/httpsig.ts";
@@ -39,9 +41,8 @@ import {
   licenseKeys,
   wrappedKeyToCanonical,
 } from "../src/core/license/records.ts";
-import type { CitychainClient, FetchLike } from "../src/sdk/client.ts";
+import type { CitychainClient } from "../src/sdk/client.ts";
 import { type LicenseProofsJson, verifyLicenseProofs, verifyLicenseProofsCbor } from "../src/sdk/licenses.ts";
-import { nodeFetch } from "../src/sdk/node.ts";
 import {
   contentHash,
   generateEncryptionKeyPair,
@@ -65,6 +66,9 @@ const { values: args } = parseArgs({
     "warm-passes": { type: "string", default: "5" },
     "store-licenses": { type: "string", default: "1000000" },
     searches: { type: "string", default: "2000" },
+    /** Internal: run only the store seeding (in a child process, see seedInChild). */
+    "seed-dir": { type: "string" },
+    "seed-template": { type: "string" },
   },
 });
 const licenseCount = Number(args.licenses);
@@ -419,6 +423,24 @@ function seedStore(dir: string, templateId: string): { holders: string[]; seeded
   }
 }
 
+function get(
+  agent: https.Agent,
+  url: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = https.get(url, { agent, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+      );
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+  });
+}
+
 /**
  * Holder searches one at a time. The requests are signed before the clock starts (their signatures
  * stay valid for minutes), so the figure is the node's answer time over TLS on loopback, not the
@@ -428,7 +450,7 @@ async function benchSearch(
   pid: number,
   client: CitychainClient,
   url: string,
-  fetch: FetchLike,
+  caPem: string,
   holders: readonly string[],
 ) {
   const requests: Array<{ path: string; headers: Record<string, string> }> = [];
@@ -445,6 +467,9 @@ async function benchSearch(
     });
     requests.push({ path, headers });
   }
+  // node:https on one kept-alive connection: a lighter client than fetch, so less of the load
+  // generator's own work (and garbage) lands in the measured latencies.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: caPem });
   const latencies: number[] = [];
   let found = 0;
   // The load generator's own collections land in the measured latencies too: counted, to tell them
@@ -457,17 +482,18 @@ async function benchSearch(
   const m = await measure(pid, async () => {
     for (const r of requests) {
       const t0 = performance.now();
-      const response = await fetch(url + r.path, { method: "GET", headers: r.headers });
-      const text = await response.text();
+      const response = await get(agent, url + r.path, r.headers);
+      const text = response.text;
       latencies.push(performance.now() - t0);
       if (response.status !== 200) throw new Error(`search answered ${response.status}: ${text}`);
       found += text.split('"licenseKey":').length - 1;
     }
   });
   gcObserver.disconnect();
+  agent.destroy();
   latencies.sort((a, b) => a - b);
   out(
-    `holder search: ${searchCount} sequential searches, p50 ${percentile(latencies, 50).toFixed(2)} ms, p90 ${percentile(latencies, 90).toFixed(2)} ms, p99 ${percentile(latencies, 99).toFixed(2)} ms, max ${latencies[latencies.length - 1]!.toFixed(2)} ms (${(found / searchCount).toFixed(1)} licenses per answer; pre-signed requests over TLS on loopback); ${describeLoad(m)}; load generator GC ${loadgenGcMs.length} pauses, ${loadgenGcMs.reduce((a, b) => a + b, 0).toFixed(1)} ms in all, longest ${Math.max(0, ...loadgenGcMs).toFixed(2)} ms`,
+    `holder search: ${searchCount} sequential searches, p50 ${percentile(latencies, 50).toFixed(2)} ms, p90 ${percentile(latencies, 90).toFixed(2)} ms, p99 ${percentile(latencies, 99).toFixed(2)} ms, max ${latencies[latencies.length - 1]!.toFixed(2)} ms (${(found / searchCount).toFixed(1)} licenses per answer; pre-signed requests, node:https over TLS on loopback, one kept-alive connection); ${describeLoad(m)}; load generator GC ${loadgenGcMs.length} pauses, ${loadgenGcMs.reduce((a, b) => a + b, 0).toFixed(1)} ms in all, longest ${Math.max(0, ...loadgenGcMs).toFixed(2)} ms`,
   );
   const sdk: number[] = [];
   for (let i = 0; i < Math.min(200, searchCount); i++) {
@@ -507,33 +533,38 @@ async function main() {
     await benchVerify(child.pid!, readers, ids, nextBlock);
 
     await net.stop(0);
-    const { holders } = await seedInWorker(path.join(net.layout.nodes[0]!.dir), ids[0]!);
+    const { holders } = seedInChild(path.join(net.layout.nodes[0]!.dir), ids[0]!);
     child = await net.start(0);
     const caPem = fs.readFileSync(net.layout.caCertPath, "utf8");
-    await benchSearch(child.pid!, readers[0]!, net.url(0), nodeFetch(caPem, 4), holders);
+    await benchSearch(child.pid!, readers[0]!, net.url(0), caPem, holders);
   } finally {
     await net.close();
   }
 }
 
 /**
- * Seeding a million rows leaves this process's heap full of garbage, and its collections would land
- * in the search latencies measured next: the seeding runs on a worker thread, whose heap goes with it.
+ * Seeding a million rows leaves a process's heap full of garbage, and its collections would land in
+ * the search latencies measured next: the seeding runs in a child process (this script with
+ * --seed-dir), which prints its report and, last, the holders as one JSON line.
  */
-function seedInWorker(dir: string, templateId: string): Promise<{ holders: string[]; seeded: number }> {
-  const worker = new Worker(new URL(import.meta.url), {
-    argv: process.argv.slice(2),
-    workerData: { dir, templateId },
-  });
-  return new Promise((resolve, reject) => {
-    worker.once("message", resolve);
-    worker.once("error", reject);
-    worker.once("exit", (code) => reject(new Error(`the seeding worker exited with ${code}`)));
-  });
+function seedInChild(dir: string, templateId: string): { holders: string[]; seeded: number } {
+  const output = execFileSync(
+    process.execPath,
+    [
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+      "--seed-dir",
+      dir,
+      "--seed-template",
+      templateId,
+    ],
+    { maxBuffer: 512 * 1024 * 1024, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const lines = output.trimEnd().split("\n");
+  for (const line of lines.slice(0, -1)) out(line);
+  return JSON.parse(lines[lines.length - 1]!) as { holders: string[]; seeded: number };
 }
 
-if (isMainThread) await main();
-else {
-  const { dir, templateId } = workerData as { dir: string; templateId: string };
-  parentPort!.postMessage(seedStore(dir, templateId));
-}
+if (args["seed-dir"] === undefined) await main();
+else out(JSON.stringify(seedStore(args["seed-dir"], args["seed-template"]!)));
