@@ -3,8 +3,9 @@
  *   1. licenses issued per second (pre-built `license.issue` transactions: content sealed, data keys
  *      wrapped with HPKE and signed before the clock starts; submitted in batches, waiting for commit);
  *   2. licenses verified per second with proof: the node serving batch proofs (POST /v1/licenses/proofs,
- *      256 licenses per signed request), cold and warm proof cache, single-license GETs for
- *      comparison, and what the verifying client itself sustains;
+ *      256 licenses per signed request) as JSON and as binary (Accept: application/cbor), each with a
+ *      cold proof cache (a block has just committed) and then warm, single-license GETs for
+ *      comparison, and what the verifying client itself sustains for each format;
  *   3. holder search latency (GET /v1/licenses?holder=…, end to end with request signing) with
  *      1,000,000 licenses in the store.
  *
@@ -15,9 +16,13 @@
  * holds --store-licenses licenses. The seeded rows are not in the state tree (a proof of one would
  * fail, and `citychain verify` on this throwaway folder would say so); search does not use the tree.
  */
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import https from "node:https";
 import os from "node:os";
 import path from "node:path";
+import { PerformanceObserver } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type Canonical, decodeCanonical, encodeCanonical } from "../src/core/encoding.ts";
 import { sha256Hex } from "../src/core/hash.ts";
@@ -36,9 +41,8 @@ import {
   licenseKeys,
   wrappedKeyToCanonical,
 } from "../src/core/license/records.ts";
-import type { CitychainClient, FetchLike } from "../src/sdk/client.ts";
-import { type LicenseProofsJson, verifyLicenseProofs } from "../src/sdk/licenses.ts";
-import { nodeFetch } from "../src/sdk/node.ts";
+import type { CitychainClient } from "../src/sdk/client.ts";
+import { type LicenseProofsJson, verifyLicenseProofs, verifyLicenseProofsCbor } from "../src/sdk/licenses.ts";
 import {
   contentHash,
   generateEncryptionKeyPair,
@@ -58,8 +62,13 @@ const { values: args } = parseArgs({
     batch: { type: "string", default: "500" },
     connections: { type: "string", default: "4" },
     "proof-rounds": { type: "string", default: "3" },
+    /** Warm rounds ask for every batch this many times, so a round lasts long enough to time. */
+    "warm-passes": { type: "string", default: "5" },
     "store-licenses": { type: "string", default: "1000000" },
     searches: { type: "string", default: "2000" },
+    /** Internal: run only the store seeding (in a child process, see seedInChild). */
+    "seed-dir": { type: "string" },
+    "seed-template": { type: "string" },
   },
 });
 const licenseCount = Number(args.licenses);
@@ -244,31 +253,63 @@ async function prebuildLicenses(police: CitychainClient, chainId: string, subjec
   return { ids, txs };
 }
 
-async function benchVerify(pid: number, clients: readonly CitychainClient[], ids: readonly string[]) {
+/** Occurrences of `pattern` in `bytes` (memchr-speed; counting proven items without decoding). */
+function countOccurrences(bytes: Buffer, pattern: Buffer): number {
+  let count = 0;
+  for (let at = bytes.indexOf(pattern); at >= 0; at = bytes.indexOf(pattern, at + pattern.length)) count++;
+  return count;
+}
+
+/** Each proven item of a binary answer has exactly one "versionProof" key (an error item has none). */
+const versionProofKey = Buffer.concat([Buffer.from([0x60 + 12]), Buffer.from("versionProof")]);
+
+async function benchVerify(
+  pid: number,
+  clients: readonly CitychainClient[],
+  ids: readonly string[],
+  nextBlock: () => Promise<void>,
+) {
   const rounds = Number(args["proof-rounds"]);
   const batches: string[][] = [];
   for (let i = 0; i < ids.length; i += 256) batches.push(ids.slice(i, i + 256));
-  let sample: LicenseProofsJson | undefined;
-  for (let round = 0; round < rounds; round++) {
-    let next = 0;
-    let proven = 0;
-    const m = await measure(pid, () =>
-      lanes(
-        connections * 2,
-        () => (next < batches.length ? batches[next++] : undefined),
-        async (batch) => {
-          const client = clients[next % clients.length]!;
-          // Counted, not parsed: parsing a megabyte per batch would measure the load generator.
-          // One answer is parsed and checked in full below.
-          const { text } = await client.requestText("POST", "/v1/licenses/proofs", { ids: batch });
-          proven += text.split('"licenseKey":').length - 1;
-          sample ??= JSON.parse(text) as LicenseProofsJson;
-        },
-      ),
-    );
-    out(
-      `verify (batch proofs, ${round === 0 ? "cold" : "warm"} cache): ${proven} licenses proven in ${m.seconds.toFixed(2)} s = ${(proven / m.seconds).toFixed(0)}/s; ${describeLoad(m)}`,
-    );
+  let sampleJson: LicenseProofsJson | undefined;
+  let sampleCbor: Uint8Array | undefined;
+  for (const format of ["json", "cbor"] as const) {
+    // A block commits first, so the first round starts with every proof cache empty.
+    await nextBlock();
+    for (let round = 0; round < rounds; round++) {
+      const requests = round === 0 ? batches.length : batches.length * Number(args["warm-passes"]);
+      let next = 0;
+      let proven = 0;
+      const m = await measure(pid, () =>
+        lanes(
+          connections * 2,
+          () => (next < requests ? batches[next++ % batches.length] : undefined),
+          async (batch) => {
+            const client = clients[next % clients.length]!;
+            // Counted, not parsed: parsing half a megabyte per batch would measure the load generator.
+            // One answer of each format is parsed and checked in full below.
+            if (format === "json") {
+              const { text } = await client.requestText("POST", "/v1/licenses/proofs", { ids: batch });
+              proven += text.split('"licenseKey":').length - 1;
+              sampleJson ??= JSON.parse(text) as LicenseProofsJson;
+            } else {
+              const { bytes } = await client.requestBytes("POST", "/v1/licenses/proofs", "application/cbor", {
+                ids: batch,
+              });
+              proven += countOccurrences(
+                Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length),
+                versionProofKey,
+              );
+              sampleCbor ??= bytes;
+            }
+          },
+        ),
+      );
+      out(
+        `verify (batch proofs, ${format}, ${round === 0 ? "cold" : "warm"} cache): ${proven} licenses proven in ${m.seconds.toFixed(2)} s = ${(proven / m.seconds).toFixed(0)}/s; ${describeLoad(m)}`,
+      );
+    }
   }
   const singles = Math.min(2000, ids.length);
   let s = 0;
@@ -284,13 +325,20 @@ async function benchVerify(pid: number, clients: readonly CitychainClient[], ids
   out(
     `verify (one signed GET per license): ${singles} in ${single.seconds.toFixed(2)} s = ${(singles / single.seconds).toFixed(0)}/s; ${describeLoad(single)}`,
   );
-  if (sample !== undefined) {
-    const trusted = validatorsFromJson(sample.validators);
-    const t0 = performance.now();
-    const checked = await verifyLicenseProofs(sample, trusted, Date.now());
-    const seconds = (performance.now() - t0) / 1000;
+  if (sampleJson !== undefined && sampleCbor !== undefined) {
+    const trusted = validatorsFromJson(sampleJson.validators);
+    let t0 = performance.now();
+    const checked = await verifyLicenseProofs(sampleJson, trusted, Date.now());
+    let seconds = (performance.now() - t0) / 1000;
     out(
-      `client-side check of one batch (commit + ${checked.length} licenses' proofs, @noble/hashes): ${(checked.length / seconds).toFixed(0)} licenses/s on one core`,
+      `client-side check of one JSON batch (commit + ${checked.length} licenses' proofs): ${(checked.length / seconds).toFixed(0)} licenses/s on one core`,
+    );
+    t0 = performance.now();
+    const checkedCbor = await verifyLicenseProofsCbor(sampleCbor, trusted, Date.now());
+    seconds = (performance.now() - t0) / 1000;
+    const failed = checkedCbor.filter((o) => "error" in o).length;
+    out(
+      `client-side check of one binary batch (decode + commit + ${checkedCbor.length} licenses' proofs, ${failed} refused): ${(checkedCbor.length / seconds).toFixed(0)} licenses/s on one core`,
     );
   }
 }
@@ -375,15 +423,34 @@ function seedStore(dir: string, templateId: string): { holders: string[]; seeded
   }
 }
 
+function get(
+  agent: https.Agent,
+  url: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = https.get(url, { agent, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("end", () =>
+        resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }),
+      );
+      response.on("error", reject);
+    });
+    request.on("error", reject);
+  });
+}
+
 /**
  * Holder searches one at a time. The requests are signed before the clock starts (their signatures
  * stay valid for minutes), so the figure is the node's answer time over TLS on loopback, not the
  * client's signing; one SDK round trip with signing is reported beside it.
  */
 async function benchSearch(
+  pid: number,
   client: CitychainClient,
   url: string,
-  fetch: FetchLike,
+  caPem: string,
   holders: readonly string[],
 ) {
   const requests: Array<{ path: string; headers: Record<string, string> }> = [];
@@ -400,19 +467,33 @@ async function benchSearch(
     });
     requests.push({ path, headers });
   }
+  // node:https on one kept-alive connection: a lighter client than fetch, so less of the load
+  // generator's own work (and garbage) lands in the measured latencies.
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: caPem });
   const latencies: number[] = [];
   let found = 0;
-  for (const r of requests) {
-    const t0 = performance.now();
-    const response = await fetch(url + r.path, { method: "GET", headers: r.headers });
-    const text = await response.text();
-    latencies.push(performance.now() - t0);
-    if (response.status !== 200) throw new Error(`search answered ${response.status}: ${text}`);
-    found += text.split('"licenseKey":').length - 1;
-  }
+  // The load generator's own collections land in the measured latencies too: counted, to tell them
+  // apart from the node's.
+  const loadgenGcMs: number[] = [];
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) loadgenGcMs.push(entry.duration);
+  });
+  gcObserver.observe({ entryTypes: ["gc"] });
+  const m = await measure(pid, async () => {
+    for (const r of requests) {
+      const t0 = performance.now();
+      const response = await get(agent, url + r.path, r.headers);
+      const text = response.text;
+      latencies.push(performance.now() - t0);
+      if (response.status !== 200) throw new Error(`search answered ${response.status}: ${text}`);
+      found += text.split('"licenseKey":').length - 1;
+    }
+  });
+  gcObserver.disconnect();
+  agent.destroy();
   latencies.sort((a, b) => a - b);
   out(
-    `holder search: ${searchCount} sequential searches, p50 ${percentile(latencies, 50).toFixed(2)} ms, p99 ${percentile(latencies, 99).toFixed(2)} ms, max ${latencies[latencies.length - 1]!.toFixed(2)} ms (${(found / searchCount).toFixed(1)} licenses per answer; pre-signed requests over TLS on loopback)`,
+    `holder search: ${searchCount} sequential searches, p50 ${percentile(latencies, 50).toFixed(2)} ms, p90 ${percentile(latencies, 90).toFixed(2)} ms, p99 ${percentile(latencies, 99).toFixed(2)} ms, max ${latencies[latencies.length - 1]!.toFixed(2)} ms (${(found / searchCount).toFixed(1)} licenses per answer; pre-signed requests, node:https over TLS on loopback, one kept-alive connection); ${describeLoad(m)}; load generator GC ${loadgenGcMs.length} pauses, ${loadgenGcMs.reduce((a, b) => a + b, 0).toFixed(1)} ms in all, longest ${Math.max(0, ...loadgenGcMs).toFixed(2)} ms`,
   );
   const sdk: number[] = [];
   for (let i = 0; i < Math.min(200, searchCount); i++) {
@@ -445,17 +526,45 @@ async function main() {
     const readers = await Promise.all(
       ["tax.officer", "civil.officer", "market.officer", "health.officer"].map((id) => net.client(id)),
     );
-    await benchVerify(child.pid!, readers, ids);
+    let tick = 0;
+    const nextBlock = async () => {
+      await police.send("kv.put", { key: "bench/tick", value: new Uint8Array([tick++ & 0xff]) });
+    };
+    await benchVerify(child.pid!, readers, ids, nextBlock);
 
     await net.stop(0);
-    const { holders } = seedStore(path.join(net.layout.nodes[0]!.dir), ids[0]!);
+    const { holders } = seedInChild(path.join(net.layout.nodes[0]!.dir), ids[0]!);
     child = await net.start(0);
     const caPem = fs.readFileSync(net.layout.caCertPath, "utf8");
-    await benchSearch(readers[0]!, net.url(0), nodeFetch(caPem, 4), holders);
-    void child;
+    await benchSearch(child.pid!, readers[0]!, net.url(0), caPem, holders);
   } finally {
     await net.close();
   }
 }
 
-await main();
+/**
+ * Seeding a million rows leaves a process's heap full of garbage, and its collections would land in
+ * the search latencies measured next: the seeding runs in a child process (this script with
+ * --seed-dir), which prints its report and, last, the holders as one JSON line.
+ */
+function seedInChild(dir: string, templateId: string): { holders: string[]; seeded: number } {
+  const output = execFileSync(
+    process.execPath,
+    [
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+      "--seed-dir",
+      dir,
+      "--seed-template",
+      templateId,
+    ],
+    { maxBuffer: 512 * 1024 * 1024, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const lines = output.trimEnd().split("\n");
+  for (const line of lines.slice(0, -1)) out(line);
+  return JSON.parse(lines[lines.length - 1]!) as { holders: string[]; seeded: number };
+}
+
+if (args["seed-dir"] === undefined) await main();
+else out(JSON.stringify(seedStore(args["seed-dir"], args["seed-template"]!)));

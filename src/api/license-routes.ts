@@ -17,7 +17,7 @@ import {
   licenseKeys,
 } from "../core/license/records.ts";
 import { subjectReadHeader, subjectReadSigningBytes } from "../core/license/statement.ts";
-import { readDepartment } from "../core/system-state.ts";
+import { readDepartment, readRecordOnce } from "../core/system-state.ts";
 import type { LicenseKeyNode } from "../license/key-node.ts";
 import { effectiveStatus, type LicenseReader, licenseReader } from "../license/reader.ts";
 import {
@@ -27,6 +27,14 @@ import {
   type StatusPurpose,
 } from "../license/vc.ts";
 import type { ChainNode } from "../node/node.ts";
+import {
+  cborMediaType,
+  errorItem,
+  LicenseProofCache,
+  type ProvenLicense,
+  proofsAnswer,
+  wantsCbor,
+} from "./license-proofs.ts";
 import * as s from "./license-schemas.ts";
 import { ProofCache, proofAnchor } from "./proofs.ts";
 
@@ -109,6 +117,8 @@ const statusListsCachedMax = 256;
 const queryableCacheEntriesMax = 4096;
 /** About 2 KiB each: 200 MiB at most. */
 const proofCacheEntriesMax = 100_000;
+/** Licenses whose binary proof items are kept for the current height; about 2 KiB each: 80 MiB. */
+const licenseProofCacheEntriesMax = 40_000;
 const subjectReadSkewMs = 300_000;
 
 /** Where this node is reached, as the caller reached it (for links in exported documents). */
@@ -131,7 +141,13 @@ export function registerLicenseRoutes(
   keyNode: LicenseKeyNode | null,
 ): void {
   const reader = licenseReader(node.ledger.state);
+  // A search page reads its licenses' records straight from the committed store, once: random
+  // holders' records rarely repeat, and keeping them in the state cache cost more in garbage
+  // collection than the cache saved (docs/benchmarks.md "Licenses").
+  const store = node.ledger.store;
+  const pageReader = licenseReader({ get: (key) => store.getState(key) }, readRecordOnce);
   const proofs = new ProofCache(node, proofCacheEntriesMax);
+  const licenseProofs = new LicenseProofCache(node, reader, licenseProofCacheEntriesMax);
   // What a department and role set may search depends only on the catalogue and the policies, so it
   // is worked out once per height rather than on every search.
   const queryableCache = new Map<string, string[] | undefined>();
@@ -148,7 +164,6 @@ export function registerLicenseRoutes(
     }
     return queryableCache.get(key);
   };
-  const store = node.ledger.store;
 
   app.get("/v1/license-types", { schema: s.listTypes }, async () => {
     const rows = store.stateRange("lic/type/", "lic/type0", typesMax);
@@ -196,8 +211,8 @@ export function registerLicenseRoutes(
           .allowed
       )
         return [];
-      const head = reader.head(row.licenseKey);
-      return [licenseToJson(type, head, reader.version(head.currentId), nowMs)];
+      const head = pageReader.head(row.licenseKey);
+      return [licenseToJson(type, head, pageReader.version(head.currentId), nowMs)];
     });
     return { items, nextCursor: page.nextCursor };
   });
@@ -228,13 +243,44 @@ export function registerLicenseRoutes(
   app.post("/v1/licenses/proofs", { schema: s.licenseProofs }, async (request, reply) => {
     const { ids } = request.body as { ids: string[] };
     const who = caller(request);
-    // Synchronous from here to the answer: every entry and the anchor describe one height. The
-    // answer is assembled from cached, already serialised entries (its shape is the schema's).
+    // The caller's right to query depends on the type and the issuing department only: judged once
+    // per pair in a batch.
+    const verdicts = new Map<string, CodedError | null>();
+    const mayQuery = (proven: ProvenLicense): void => {
+      const pair = `${proven.typeCode}/${proven.issuerDept}`;
+      let denial = verdicts.get(pair);
+      if (denial === undefined) {
+        try {
+          requireQuery(reader, who, reader.type(proven.typeCode), proven.issuerDept);
+          denial = null;
+        } catch (error) {
+          if (!(error instanceof CodedError)) throw error;
+          denial = error;
+        }
+        verdicts.set(pair, denial);
+      }
+      if (denial !== null) throw denial;
+    };
+    // Synchronous from here to the answer: every item and the anchor describe one height.
+    if (wantsCbor(request.headers.accept)) {
+      const items = ids.map((ref) => {
+        try {
+          const proven = licenseProofs.license(ref);
+          mayQuery(proven);
+          return licenseProofs.item(proven);
+        } catch (error) {
+          if (error instanceof CodedError) return errorItem(ref, error);
+          throw error;
+        }
+      });
+      return reply.type(cborMediaType).send(proofsAnswer(items, licenseProofs.anchorRest()));
+    }
+    // The JSON answer is assembled from cached, already serialised entries (its shape is the schema's).
     const items = ids.map((ref) => {
       try {
-        const { head, version } = reader.resolve(ref);
-        requireQuery(reader, who, reader.type(head.typeCode), head.issuerDept);
-        return `{"id":${JSON.stringify(version.id)},"licenseKey":${JSON.stringify(head.licenseKey)},"version":${proofs.json(licenseKeys.version(version.id))},"head":${proofs.json(licenseKeys.head(head.licenseKey))}}`;
+        const proven = licenseProofs.license(ref);
+        mayQuery(proven);
+        return `{"id":${JSON.stringify(proven.id)},"licenseKey":${JSON.stringify(proven.licenseKey)},"version":${proofs.json(licenseKeys.version(proven.id))},"head":${proofs.json(licenseKeys.head(proven.licenseKey))}}`;
       } catch (error) {
         if (error instanceof CodedError) return JSON.stringify({ id: ref, error: error.toJSON() });
         throw error;
@@ -365,8 +411,8 @@ export function registerLicenseRoutes(
       ...(q.cursor === undefined ? {} : { cursor: q.cursor }),
     });
     const items = page.items.map((row) => {
-      const head = reader.head(row.licenseKey);
-      return licenseToJson(reader.type(row.typeCode), head, reader.version(head.currentId), nowMs);
+      const head = pageReader.head(row.licenseKey);
+      return licenseToJson(reader.type(row.typeCode), head, pageReader.version(head.currentId), nowMs);
     });
     return { items, nextCursor: page.nextCursor };
   });

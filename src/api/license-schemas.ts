@@ -360,6 +360,8 @@ export const licenseProofsMax = 256;
 
 export const licenseProofs = {
   summary: "Proofs for many licenses at once, against one header and commit (one signature check per batch)",
+  description:
+    'With Accept: application/cbor the same evidence comes as canonical CBOR (docs/licenses.md "Binary batch answers"); the JSON shape below is the default.',
   body: {
     type: "object",
     properties: { ids: { type: "array", items: licenseRef, minItems: 1, maxItems: licenseProofsMax } },

@@ -6,6 +6,7 @@
 import { type Validator, validatorsToCanonical } from "./block.ts";
 import { type Canonical, decodeStoredCanonical, encodeCanonical } from "./encoding.ts";
 import { CodedError } from "./errors.ts";
+import { decodeStoredRecord } from "./record-decoder.ts";
 import type { StateReader } from "./state.ts";
 
 export const deptCodePattern = /^[a-z][a-z0-9-]{1,31}$/;
@@ -76,14 +77,32 @@ export function readRecord(state: StateReader, key: string): Canonical | undefin
   if (bytes === undefined) return undefined;
   const known = decoded.get(bytes);
   if (known !== undefined) return known;
-  let value: Canonical;
+  const value = decodeRecord(key, bytes);
+  decoded.set(bytes, value);
+  return value;
+}
+
+/**
+ * Like readRecord without remembering the decoded record, and with the lean decoder
+ * (src/core/record-decoder.ts): for reads that sweep many records once (a search's page), where
+ * remembering would only give the garbage collector more to keep.
+ */
+export function readRecordOnce(state: StateReader, key: string): Canonical | undefined {
+  const bytes = state.get(key);
+  if (bytes === undefined) return undefined;
   try {
-    value = decodeStoredCanonical(bytes, 1024 * 1024);
+    return decodeStoredRecord(bytes, 1024 * 1024);
   } catch {
     throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
   }
-  decoded.set(bytes, value);
-  return value;
+}
+
+function decodeRecord(key: string, bytes: Uint8Array): Canonical {
+  try {
+    return decodeStoredCanonical(bytes, 1024 * 1024);
+  } catch {
+    throw new CodedError("STORAGE_CORRUPT", `state value at ${key} is not canonical`);
+  }
 }
 
 export function encodeRecord(value: Canonical): Uint8Array {

@@ -2,6 +2,7 @@
  * Typed reads of the license registry's records from a node's current state, with the stable errors
  * a caller sees when something is missing. Shared by the API routes and the key node.
  */
+import type { Canonical } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
 import { licenseIdRoot, parseLicenseId } from "../core/license/identifier.ts";
 import {
@@ -26,26 +27,33 @@ export interface LicenseReader {
   subject(pseudonym: string): SubjectRecord;
 }
 
-export function licenseReader(state: StateReader): LicenseReader {
-  const read = <T>(key: string) => readRecord(state, key) as T | undefined;
+/**
+ * `read` decides how records are decoded: readRecord (the default) remembers them for the next read
+ * of the same value; readRecordOnce does not, for sweeps over many records read once.
+ */
+export function licenseReader(
+  state: StateReader,
+  read: (state: StateReader, key: string) => Canonical | undefined = readRecord,
+): LicenseReader {
+  const record = <T>(key: string) => read(state, key) as T | undefined;
   const reader: LicenseReader = {
     type(code) {
-      const type = read<LicenseType>(licenseKeys.type(code));
+      const type = record<LicenseType>(licenseKeys.type(code));
       if (type === undefined) throw new CodedError("LICENSE_TYPE_UNKNOWN", `no license type ${code}`, "code");
       return type;
     },
     policy(code) {
-      const policy = read<LicensePolicy>(licenseKeys.policy(code));
+      const policy = record<LicensePolicy>(licenseKeys.policy(code));
       if (policy === undefined) throw new CodedError("STORAGE_CORRUPT", `license type ${code} has no policy`);
       return policy;
     },
     head(licenseKey) {
-      const head = read<LicenseHead>(licenseKeys.head(licenseKey));
+      const head = record<LicenseHead>(licenseKeys.head(licenseKey));
       if (head === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${licenseKey}`, "id");
       return head;
     },
     version(id) {
-      const version = read<LicenseVersion>(licenseKeys.version(id));
+      const version = record<LicenseVersion>(licenseKeys.version(id));
       if (version === undefined) throw new CodedError("LICENSE_NOT_FOUND", `no license ${id}`, "id");
       return version;
     },
@@ -61,7 +69,7 @@ export function licenseReader(state: StateReader): LicenseReader {
       return { head, version: reader.version(head.currentId) };
     },
     subject(pseudonym) {
-      const subject = read<SubjectRecord>(licenseKeys.subject(pseudonym));
+      const subject = record<SubjectRecord>(licenseKeys.subject(pseudonym));
       if (subject === undefined)
         throw new CodedError("SUBJECT_UNKNOWN", `no data subject ${pseudonym}`, "pseudonym");
       return subject;

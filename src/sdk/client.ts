@@ -28,6 +28,8 @@ export type FetchLike = (
 ) => Promise<{
   status: number;
   text(): Promise<string>;
+  /** Binary answers (application/cbor); every fetch of Node and the browsers has it. */
+  arrayBuffer?(): Promise<ArrayBuffer>;
 }>;
 
 export interface ClientOptions {
@@ -110,6 +112,46 @@ export class CitychainClient {
     body?: unknown,
     extraHeaders: Record<string, string> = {},
   ): Promise<{ status: number; text: string }> {
+    const response = await this.fetchSigned(method, path, body, extraHeaders);
+    return { status: response.status, text: await response.text() };
+  }
+
+  /**
+   * A signed request asking for a binary answer (`accept`, e.g. application/cbor). The bytes come
+   * back as they are; an error answer (JSON) becomes a CitychainError like in `request`.
+   */
+  async requestBytes(
+    method: "GET" | "POST",
+    path: string,
+    accept: string,
+    body?: unknown,
+  ): Promise<{ status: number; bytes: Uint8Array }> {
+    const response = await this.fetchSigned(method, path, body, { accept });
+    if (response.status >= 400 || response.arrayBuffer === undefined) {
+      const text = await response.text();
+      let e: { code?: string; message?: string; field?: string } | undefined;
+      try {
+        e = (JSON.parse(text) as { error?: typeof e }).error;
+      } catch {
+        e = undefined;
+      }
+      if (response.status < 400) throw new CitychainError("BAD_RESPONSE", "this fetch cannot read bytes", 0);
+      throw new CitychainError(
+        e?.code ?? "HTTP_ERROR",
+        e?.message ?? `HTTP ${response.status}`,
+        response.status,
+        e?.field,
+      );
+    }
+    return { status: response.status, bytes: new Uint8Array(await response.arrayBuffer()) };
+  }
+
+  private async fetchSigned(
+    method: "GET" | "POST",
+    path: string,
+    body: unknown,
+    extraHeaders: Record<string, string>,
+  ) {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
     const { identity } = this.options;
     const headers = await signRequest({
@@ -123,12 +165,11 @@ export class CitychainClient {
     });
     if (bytes !== undefined) headers["content-type"] = "application/json";
     Object.assign(headers, extraHeaders);
-    const response = await this.fetchFn(this.options.url + path, {
+    return this.fetchFn(this.options.url + path, {
       method,
       headers,
       ...(bytes === undefined ? {} : { body: bytes }),
     });
-    return { status: response.status, text: await response.text() };
   }
 
   async status(): Promise<{ chainId: string; height: number; latestHash: string; [k: string]: unknown }> {
@@ -217,10 +258,10 @@ export class CitychainClient {
    * itself while the set never changed; the caller's commit check then decides.
    */
   async validatorsFor(
-    header: { height: number; headerBytes: string },
+    header: { height: number; headerBytes: string | Uint8Array },
     genesis: readonly Validator[],
   ): Promise<readonly Validator[]> {
-    const wanted = headerValidatorsHash(header as Parameters<typeof headerValidatorsHash>[0]);
+    const wanted = headerValidatorsHash(header.headerBytes);
     if (sameValidators(genesis, wanted)) return genesis;
     // Trust reached earlier from the same genesis set is a verified starting point.
     const known = this.followed;

@@ -19,6 +19,7 @@ export { CitychainError } from "./errors.ts";
 export {
   type AmendInput,
   amendLicense,
+  decodeLicenseProofsCbor,
   ensureDepartmentKey,
   forgetSelf,
   grantConsent,
@@ -26,7 +27,10 @@ export {
   type IssueResult,
   issueLicense,
   type LicenseProofJson,
+  type LicenseProofOutcome,
+  type LicenseProofsCbor,
   type LicenseProofsJson,
+  licenseProofsMax,
   licenseType,
   localSubjectKeys,
   myLicenses,
@@ -37,6 +41,7 @@ export {
   verifyLicense,
   verifyLicenseProof,
   verifyLicenseProofs,
+  verifyLicenseProofsCbor,
   verifyLicenses,
   whoReadMyData,
   withdrawConsent,
@@ -63,5 +68,6 @@ export {
   VerificationError,
   validatorsFromJson,
   verifyCommittedHeader,
+  verifyCommittedHeaderBytes,
   verifyStateResponse,
 } from "./verify.ts";

@@ -5,8 +5,9 @@
  * browsers (WebCrypto); nothing personal leaves the client in plaintext except to the caller's own
  * key node when reading.
  */
-import type { Validator } from "../core/block.ts";
+import { type Commit, decodeCommit, type Validator } from "../core/block.ts";
 import { type Canonical, decodeCanonical, fromBase64, toBase64, toHex, utf8 } from "../core/encoding.ts";
+import { sha256 } from "../core/hash.ts";
 import { formatLicenseId, licenseKeyOf, parseLicenseId } from "../core/license/identifier.ts";
 import type { JsonObject } from "../core/license/json.ts";
 import { canonicalJson } from "../core/license/json.ts";
@@ -29,7 +30,7 @@ import {
   subjectReadSigningBytes,
 } from "../core/license/statement.ts";
 import { normalizeP256Signature } from "../core/signature.ts";
-import { proofFromJson, verifyProof } from "../core/smt-proof.ts";
+import { proofFromJson, type SmtProof, verifyProof } from "../core/smt-proof.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import type { CitychainClient, TxStatusJson } from "./client.ts";
 import { CitychainError } from "./errors.ts";
@@ -46,7 +47,11 @@ import {
   VerificationError,
   validatorsFromJson,
   verifyCommittedHeader,
+  verifyCommittedHeaderBytes,
 } from "./verify.ts";
+
+/** Licenses per batch proof request (the node's limit, docs/api.md). */
+export const licenseProofsMax = 256;
 
 /** Decoded record at a state key, verified against a committed header; undefined when absent. */
 async function verifiedRecord<T>(client: CitychainClient, key: string): Promise<T | undefined> {
@@ -439,17 +444,30 @@ export async function verifyLicenseProof(
   return checkLicenseRecords(proof, header.stateRoot, proof.height, nowMs);
 }
 
+/** SHA-256 for proofs: Node's native hash where the runtime has it, the same function in JavaScript elsewhere. */
+const proofHash = (data: Uint8Array): Uint8Array => sha256(data);
+
+/** The value at `key` after its proof led to `stateRoot` (null: the proof shows the key absent). */
+function provenRecord(
+  key: string,
+  value: Uint8Array | null,
+  proof: Uint8Array | SmtProof,
+  stateRoot: Uint8Array,
+): Uint8Array | null {
+  if (!verifyProof(stateRoot, utf8(key), value, proof, proofHash))
+    throw new VerificationError(`proof for ${key} does not lead to the state root`);
+  return value;
+}
+
 function provenValue(entry: { key: string; value: string | null; proof: unknown }, stateRoot: Uint8Array) {
   const value = entry.value === null ? null : fromBase64(entry.value, "value");
-  let proof: ReturnType<typeof proofFromJson>;
+  let proof: SmtProof;
   try {
     proof = proofFromJson(entry.proof);
   } catch {
     throw new VerificationError(`proof for ${entry.key} is malformed`);
   }
-  if (!verifyProof(stateRoot, utf8(entry.key), value, proof))
-    throw new VerificationError(`proof for ${entry.key} does not lead to the state root`);
-  return value;
+  return provenRecord(entry.key, value, proof, stateRoot);
 }
 
 /** Both records proven against `stateRoot`, and they are this license's. */
@@ -466,11 +484,22 @@ function checkLicenseRecords(
     throw new VerificationError("the proof is for other keys than this license's");
   const versionBytes = provenValue(proof.version, stateRoot);
   const headBytes = provenValue(proof.head, stateRoot);
+  return licenseFromRecords(proof.id, versionBytes, headBytes, height, nowMs);
+}
+
+/** What proven records say about license `id` (their proofs already checked). */
+function licenseFromRecords(
+  id: string,
+  versionBytes: Uint8Array | null,
+  headBytes: Uint8Array | null,
+  height: number,
+  nowMs: number,
+): VerifiedLicense {
   if (versionBytes === null || headBytes === null)
-    throw new VerificationError(`license ${proof.id} is not on the ledger`);
+    throw new VerificationError(`license ${id} is not on the ledger`);
   const version = decodeCanonical(versionBytes, 1024 * 1024) as unknown as LicenseVersion;
   const head = decodeCanonical(headBytes, 1024 * 1024) as unknown as LicenseHead;
-  if (version.id !== proof.id || version.licenseKey !== head.licenseKey)
+  if (version.id !== id || version.licenseKey !== head.licenseKey)
     throw new VerificationError("the records do not belong to this license");
   const status: LicenseEffectiveStatus =
     head.status !== "valid"
@@ -513,9 +542,9 @@ export async function verifyLicenseProofs(
   batch: LicenseProofsJson,
   trusted: readonly Validator[],
   nowMs: number,
-): Promise<Array<VerifiedLicense | { id: string; error: { code: string; message: string } }>> {
+): Promise<LicenseProofOutcome[]> {
   const header = await verifyCommittedHeader(batch.header, batch.commit, trusted);
-  const out: Array<VerifiedLicense | { id: string; error: { code: string; message: string } }> = [];
+  const out: LicenseProofOutcome[] = [];
   for (const item of batch.items) {
     if ("error" in item) out.push(item);
     else out.push(checkLicenseRecords(item, header.stateRoot, batch.height, nowMs));
@@ -523,23 +552,160 @@ export async function verifyLicenseProofs(
   return out;
 }
 
-/** Fetches proofs for many licenses from any node (in batches) and verifies them. */
+export type LicenseProofOutcome = VerifiedLicense | { id: string; error: { code: string; message: string } };
+
+/** Largest binary batch answer the SDK decodes (256 licenses of ordinary size are well under 1 MiB). */
+export const licenseProofsAnswerBytesMax = 64 * 1024 * 1024;
+
+/** A binary batch answer (`Accept: application/cbor`) decoded, nothing verified yet. */
+export interface LicenseProofsCbor {
+  readonly items: ReadonlyArray<
+    | {
+        readonly id: string;
+        readonly licenseKey: string;
+        readonly version: Uint8Array;
+        readonly versionProof: Uint8Array;
+        readonly head: Uint8Array;
+        readonly headProof: Uint8Array;
+      }
+    | { readonly id: string; readonly error: { code: string; message: string; field?: string } }
+  >;
+  readonly height: number;
+  readonly headerBytes: Uint8Array;
+  readonly commit: Commit | null;
+  /** The set the node reports; verify against a trusted one where you have it. */
+  readonly validators: Validator[];
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return (
+    value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Uint8Array)
+  );
+}
+
+function bad(what: string): never {
+  throw new VerificationError(`the binary proof answer is malformed: ${what}`);
+}
+
+/** Decodes (strictly, canonical CBOR only) and shape-checks a binary batch answer. */
+export function decodeLicenseProofsCbor(bytes: Uint8Array): LicenseProofsCbor {
+  let raw: Canonical;
+  try {
+    raw = decodeCanonical(bytes, licenseProofsAnswerBytesMax);
+  } catch {
+    bad("not canonical CBOR");
+  }
+  if (!isRecord(raw)) bad("not a map");
+  const { items, height, header, commit, validators } = raw;
+  if (!Array.isArray(items) || items.length > licenseProofsMax) bad("items");
+  if (!Number.isSafeInteger(height)) bad("height");
+  if (!(header instanceof Uint8Array)) bad("header");
+  if (commit !== null && !(commit instanceof Uint8Array)) bad("commit");
+  if (!Array.isArray(validators)) bad("validators");
+  let decodedCommit: Commit | null = null;
+  let set: Validator[];
+  try {
+    decodedCommit = commit === null ? null : decodeCommit(commit);
+    set = validators.map((v) => {
+      const [id, publicKeySpki, power, dept] = v as Canonical[];
+      if (!(id instanceof Uint8Array) || !(publicKeySpki instanceof Uint8Array)) throw new Error("key");
+      if (!Number.isSafeInteger(power) || typeof dept !== "string") throw new Error("power");
+      return { id, publicKeySpki, power: power as number, dept };
+    });
+  } catch {
+    bad("commit or validators");
+  }
+  const checked = items.map((item): LicenseProofsCbor["items"][number] => {
+    if (!isRecord(item) || typeof item.id !== "string") bad("item");
+    if ("error" in item) {
+      const e = item.error;
+      if (!isRecord(e) || typeof e.code !== "string" || typeof e.message !== "string") bad("item error");
+      return { id: item.id, error: e as { code: string; message: string; field?: string } };
+    }
+    const { id, licenseKey, version, versionProof, head, headProof } = item;
+    if (
+      typeof licenseKey !== "string" ||
+      !(version instanceof Uint8Array) ||
+      !(versionProof instanceof Uint8Array) ||
+      !(head instanceof Uint8Array) ||
+      !(headProof instanceof Uint8Array)
+    )
+      bad(`item ${id}`);
+    return { id, licenseKey, version, versionProof, head, headProof };
+  });
+  return {
+    items: checked,
+    height: height as number,
+    headerBytes: header,
+    commit: decodedCommit,
+    validators: set,
+  };
+}
+
+/**
+ * Verifies a binary batch answer like verifyLicenseProofs does a JSON one: the header's commit by
+ * > 2/3 of `trusted` once, then each license's two records: their proofs (the records' hashes, at
+ * the keys this license's identifier names) against the header's state root.
+ */
+export async function verifyLicenseProofsCbor(
+  answer: Uint8Array | LicenseProofsCbor,
+  trusted: readonly Validator[],
+  nowMs: number,
+): Promise<LicenseProofOutcome[]> {
+  const batch = answer instanceof Uint8Array ? decodeLicenseProofsCbor(answer) : answer;
+  const header = await verifyCommittedHeaderBytes(batch.headerBytes, batch.commit, trusted);
+  if (header.height !== batch.height) throw new VerificationError("the answer's height is not its header's");
+  return batch.items.map((item) => {
+    if ("error" in item) return { id: item.id, error: item.error };
+    const version = provenRecord(
+      licenseKeys.version(item.id),
+      item.version,
+      item.versionProof,
+      header.stateRoot,
+    );
+    const head = provenRecord(licenseKeys.head(item.licenseKey), item.head, item.headProof, header.stateRoot);
+    return licenseFromRecords(item.id, version, head, batch.height, nowMs);
+  });
+}
+
+/**
+ * Fetches proofs for many licenses from any node (in batches) and verifies them. Asks for the
+ * binary answer; `format: "json"` asks for the JSON one (both carry the same evidence).
+ */
 export async function verifyLicenses(
   client: CitychainClient,
   refs: readonly string[],
-  options: { trusted?: readonly Validator[]; nowMs?: number; batchSize?: number } = {},
-): Promise<Array<VerifiedLicense | { id: string; error: { code: string; message: string } }>> {
-  const out: Array<VerifiedLicense | { id: string; error: { code: string; message: string } }> = [];
-  const size = options.batchSize ?? 256;
+  options: {
+    trusted?: readonly Validator[];
+    nowMs?: number;
+    batchSize?: number;
+    format?: "cbor" | "json";
+  } = {},
+): Promise<LicenseProofOutcome[]> {
+  const out: LicenseProofOutcome[] = [];
+  const size = Math.min(options.batchSize ?? licenseProofsMax, licenseProofsMax);
   for (let i = 0; i < refs.length; i += size) {
-    const batch = (
-      await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: refs.slice(i, i + size) })
-    ).body;
-    const trusted =
-      options.trusted === undefined
-        ? validatorsFromJson(batch.validators)
-        : await client.validatorsFor(batch.header, options.trusted);
-    out.push(...(await verifyLicenseProofs(batch, trusted, options.nowMs ?? Date.now())));
+    const ids = refs.slice(i, i + size);
+    const nowMs = options.nowMs ?? Date.now();
+    if (options.format === "json") {
+      const batch = (await client.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids })).body;
+      const trusted =
+        options.trusted === undefined
+          ? validatorsFromJson(batch.validators)
+          : await client.validatorsFor(batch.header, options.trusted);
+      out.push(...(await verifyLicenseProofs(batch, trusted, nowMs)));
+    } else {
+      const { bytes } = await client.requestBytes("POST", "/v1/licenses/proofs", "application/cbor", { ids });
+      const batch = decodeLicenseProofsCbor(bytes);
+      const trusted =
+        options.trusted === undefined
+          ? batch.validators
+          : await client.validatorsFor(
+              { height: batch.height, headerBytes: batch.headerBytes },
+              options.trusted,
+            );
+      out.push(...(await verifyLicenseProofsCbor(batch, trusted, nowMs)));
+    }
   }
   return out;
 }

@@ -6,6 +6,7 @@
 import {
   type BlockHeader,
   blockHashOf,
+  type Commit,
   decodeHeader,
   totalPower,
   type Validator,
@@ -14,6 +15,7 @@ import {
   voteTypePrecommit,
 } from "../core/block.ts";
 import { bytesEqual, fromBase64, fromHex, toHex, utf8 } from "../core/encoding.ts";
+import { sha256 } from "../core/hash.ts";
 import { isCanonicalP256Signature } from "../core/signature.ts";
 import { proofFromJson, verifyProof } from "../core/smt-proof.ts";
 import { decodeValidators, stateKeys } from "../core/system-state.ts";
@@ -70,25 +72,54 @@ export async function verifyCommittedHeader(
   validators: readonly Validator[],
 ): Promise<BlockHeader> {
   const headerBytes = fromBase64(header.headerBytes, "headerBytes");
-  const hash = blockHashOf(headerBytes);
-  if (toHex(hash) !== header.hash)
+  if (toHex(blockHashOf(headerBytes)) !== header.hash)
     throw new VerificationError("header bytes do not hash to the claimed block hash");
+  return verifyCommittedHeaderBytes(headerBytes, commit === null ? null : commitFromJson(commit), validators);
+}
+
+function commitFromJson(commit: CommitJson): Commit {
+  try {
+    return {
+      height: commit.height,
+      round: commit.round,
+      blockHash: fromHex(commit.blockHash, "commit.blockHash"),
+      signatures: commit.signatures.map((s) => ({
+        validatorId: fromHex(s.validatorId, "validatorId"),
+        signature: fromBase64(s.signature, "signature"),
+      })),
+    };
+  } catch {
+    throw new VerificationError("commit is malformed");
+  }
+}
+
+/**
+ * Checks a header given as its bytes (the block hash is computed from them) against a commit by
+ * > 2/3 of `validators`' power. The binary proof answers carry headers and commits this way.
+ */
+export async function verifyCommittedHeaderBytes(
+  headerBytes: Uint8Array,
+  commit: Commit | null,
+  validators: readonly Validator[],
+): Promise<BlockHeader> {
+  const hash = blockHashOf(headerBytes);
   const decoded = decodeHeader(headerBytes);
   if (!bytesEqual(decoded.validatorsHash, validatorsHashOf(validators))) {
     throw new VerificationError("the block was made by a different validator set than the one trusted");
   }
   if (commit === null) throw new VerificationError("no commit certificate for this block");
-  if (commit.blockHash !== header.hash || commit.height !== decoded.height) {
+  if (!bytesEqual(commit.blockHash, hash) || commit.height !== decoded.height) {
     throw new VerificationError("commit is for another block");
   }
   const message = voteSigningBytes(decoded.chainId, voteTypePrecommit, decoded.height, commit.round, hash);
   const counted = new Set<string>();
   let power = 0;
   for (const s of commit.signatures) {
-    const v = validators.find((x) => toHex(x.id) === s.validatorId);
-    if (v === undefined || counted.has(s.validatorId)) continue;
-    if (await verifyP256(v.publicKeySpki, message, fromBase64(s.signature))) {
-      counted.add(s.validatorId);
+    const id = toHex(s.validatorId);
+    const v = validators.find((x) => bytesEqual(x.id, s.validatorId));
+    if (v === undefined || counted.has(id)) continue;
+    if (await verifyP256(v.publicKeySpki, message, s.signature)) {
+      counted.add(id);
       power += v.power;
     }
   }
@@ -123,7 +154,7 @@ export async function verifyStateResponse(
   } catch {
     throw new VerificationError("proof is malformed");
   }
-  if (!verifyProof(header.stateRoot, utf8(response.key), value, proof)) {
+  if (!verifyProof(header.stateRoot, utf8(response.key), value, proof, (data) => sha256(data))) {
     throw new VerificationError(
       `proof for ${response.key} does not lead to the state root of block ${header.height}`,
     );
@@ -199,9 +230,10 @@ export async function followValidatorChanges(
   return current;
 }
 
-/** The validators hash a header names (to see whether a trusted set signed it). */
-export function headerValidatorsHash(header: HeaderJson): Uint8Array {
-  return decodeHeader(fromBase64(header.headerBytes, "headerBytes")).validatorsHash;
+/** The validators hash a header names (to see whether a trusted set signed it); bytes or their base64. */
+export function headerValidatorsHash(headerBytes: string | Uint8Array): Uint8Array {
+  const bytes = typeof headerBytes === "string" ? fromBase64(headerBytes, "headerBytes") : headerBytes;
+  return decodeHeader(bytes).validatorsHash;
 }
 
 export function sameValidators(validators: readonly Validator[], hash: Uint8Array): boolean {

@@ -75,6 +75,19 @@ CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT 
  */
 export const walCheckpointPages = 16_384;
 
+/** SQLite's own page cache for the chain database, in KiB (64 MiB). */
+export const chainDbCacheKib = 65_536;
+
+/**
+ * Bytes of the chain database read through a memory map instead of read() calls: a point lookup in a
+ * 2 GB store took ~5.4 µs instead of ~8.2 µs (200,000 random keys, pages in the OS cache), and a
+ * holder search makes about twenty. This is address space, not memory the node holds: the pages are
+ * the operating system's file cache. It is also SQLite's build limit (larger values are clamped); a
+ * store beyond it reads the rest as before. One caveat SQLite documents: a disk error on a mapped
+ * page stops the process (SIGBUS) instead of failing the one read with an error.
+ */
+export const chainDbMmapBytes = 0x7fff_0000;
+
 function prepareWritable(db: Database.Database): void {
   // One process owns a node's database while it runs. Holding the lock for the connection's life
   // (and keeping the WAL index in process memory) spares every read its lock round trip: a
@@ -161,7 +174,8 @@ export class ChainStore {
     const db = new Database(file, { readonly: options.readonly ?? false });
     try {
       if (!options.readonly) prepareWritable(db);
-      db.pragma("cache_size = -65536");
+      db.pragma(`cache_size = -${chainDbCacheKib}`);
+      db.pragma(`mmap_size = ${chainDbMmapBytes}`);
       return new ChainStore(db);
     } catch (error) {
       db.close();

@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS licenses (
   valid_from_ms INTEGER NOT NULL, valid_until_ms INTEGER, status_index INTEGER NOT NULL,
   first_issued_ms INTEGER NOT NULL, height INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS licenses_by_holder ON licenses (holder, first_issued_ms, license_key);
+DROP INDEX IF EXISTS licenses_by_holder;
+CREATE INDEX IF NOT EXISTS licenses_by_holder_covering
+  ON licenses (holder, first_issued_ms, license_key, type_code, issuer_dept, status, valid_until_ms);
 CREATE INDEX IF NOT EXISTS licenses_by_type ON licenses (type_code, first_issued_ms, license_key);
 CREATE INDEX IF NOT EXISTS licenses_by_issuer ON licenses (issuer_dept, first_issued_ms, license_key);
 CREATE INDEX IF NOT EXISTS licenses_by_status ON licenses (status, first_issued_ms, license_key);
@@ -55,6 +57,18 @@ export interface LicenseSearch {
   readonly limit: number;
   /** Opaque cursor from the previous page. */
   readonly cursor?: string;
+}
+
+/**
+ * What a search returns per license: enough to page on and to judge the caller's right to query it;
+ * the API reads the records themselves from state. The holder index carries all of it and every
+ * column a search filters on, so a search by holder never visits the table (docs/licenses.md "Search").
+ */
+export interface LicenseHit {
+  readonly licenseKey: string;
+  readonly typeCode: string;
+  readonly issuerDept: string;
+  readonly firstIssuedMs: number;
 }
 
 export interface Page<T> {
@@ -154,24 +168,57 @@ export class LicenseIndex {
     return statement;
   }
 
-  search(q: LicenseSearch): Page<LicenseRow> {
+  search(q: LicenseSearch): Page<LicenseHit> {
+    const query = this.searchQuery(q);
+    if (query === null) return { items: [], nextCursor: null };
+    const { sql, args } = query;
+    const rows = (this.statement(sql).raw().all(args) as Array<[string, string, string, number]>).map(
+      ([licenseKey, typeCode, issuerDept, firstIssuedMs]): LicenseHit => ({
+        licenseKey,
+        typeCode,
+        issuerDept,
+        firstIssuedMs,
+      }),
+    );
+    const limit = args.limit as number;
+    if (rows.length < limit) return { items: rows, nextCursor: null };
+    rows.pop();
+    const last = rows[rows.length - 1]!;
+    return { items: rows, nextCursor: encodeCursor(last.firstIssuedMs, last.licenseKey) };
+  }
+
+  /** SQLite's plan for a search (EXPLAIN QUERY PLAN details): which index serves it. */
+  searchPlan(q: LicenseSearch): string[] {
+    const query = this.searchQuery(q);
+    if (query === null) return [];
+    return (
+      this.db.prepare(`EXPLAIN QUERY PLAN ${query.sql}`).all(query.args) as Array<{ detail: string }>
+    ).map((row) => row.detail);
+  }
+
+  private searchQuery(q: LicenseSearch): { sql: string; args: Record<string, string | number> } | null {
     const where: string[] = [];
     const args: Record<string, string | number> = { limit: Math.min(q.limit, licensePageSizeMax) + 1 };
+    // A holder has a handful of licenses while a type, an issuer or a status can have millions, but
+    // without statistics SQLite rates every equality alike and may walk the status index (it is in
+    // the wanted order) through a million rows. With a holder, the other columns are written as
+    // expressions (+column), which no index can serve, so the holder index always drives.
+    const other = q.holder === undefined ? "" : "+";
     const eq = (column: string, name: string, value: string | undefined) => {
       if (value === undefined) return;
       where.push(`${column} = @${name}`);
       args[name] = value;
     };
     eq("holder", "holder", q.holder);
-    eq("type_code", "typeCode", q.typeCode);
-    eq("issuer_dept", "issuerDept", q.issuerDept);
+    eq(`${other}type_code`, "typeCode", q.typeCode);
+    eq(`${other}issuer_dept`, "issuerDept", q.issuerDept);
     if (q.status === "expired") {
-      where.push("status = 'valid' AND valid_until_ms IS NOT NULL AND valid_until_ms < @nowMs");
+      where.push(`${other}status = 'valid' AND valid_until_ms IS NOT NULL AND valid_until_ms < @nowMs`);
       args.nowMs = q.nowMs;
     } else if (q.status === "valid") {
-      where.push("status = 'valid' AND (valid_until_ms IS NULL OR valid_until_ms >= @nowMs)");
+      where.push(`${other}status = 'valid' AND (valid_until_ms IS NULL OR valid_until_ms >= @nowMs)`);
       args.nowMs = q.nowMs;
-    } else eq("status", "status", q.status);
+    } else eq(`${other}status`, "status", q.status);
     if (q.fromMs !== undefined) {
       where.push("first_issued_ms >= @fromMs");
       args.fromMs = q.fromMs;
@@ -181,12 +228,12 @@ export class LicenseIndex {
       args.toMs = q.toMs;
     }
     if (q.typeCodes !== undefined) {
-      if (q.typeCodes.length === 0) return { items: [], nextCursor: null };
+      if (q.typeCodes.length === 0) return null;
       const names = q.typeCodes.map((code, i) => {
         args[`t${i}`] = code;
         return `@t${i}`;
       });
-      where.push(`type_code IN (${names.join(",")})`);
+      where.push(`${other}type_code IN (${names.join(",")})`);
     }
     if (q.cursor !== undefined) {
       const [ms, key] = decodeCursor(q.cursor);
@@ -194,14 +241,10 @@ export class LicenseIndex {
       args.cMs = ms;
       args.cKey = key;
     }
-    const sql = `SELECT * FROM licenses ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
+    const sql = `SELECT license_key, type_code, issuer_dept, first_issued_ms FROM licenses
+      ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY first_issued_ms DESC, license_key DESC LIMIT @limit`;
-    const rows = (this.statement(sql).all(args) as RawLicense[]).map(toLicense);
-    const limit = args.limit as number;
-    if (rows.length < limit) return { items: rows, nextCursor: null };
-    rows.pop();
-    const last = rows[rows.length - 1]!;
-    return { items: rows, nextCursor: encodeCursor(last.firstIssuedMs, last.licenseKey) };
+    return { sql, args };
   }
 
   events(licenseKey: string, afterSeq: number, limit: number): Array<LicenseEventRow & { seq: number }> {

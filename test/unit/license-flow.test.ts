@@ -11,18 +11,24 @@ import { readStatusBit } from "../../src/license/vc.ts";
 import type { CitychainClient } from "../../src/sdk/client.ts";
 import {
   amendLicense,
+  decodeLicenseProofsCbor,
   ensureDepartmentKey,
   forgetSelf,
   grantConsent,
   issueLicense,
   type LicenseProofJson,
+  type LicenseProofsCbor,
+  type LicenseProofsJson,
   localSubjectKeys,
   myLicenses,
   openLicense,
   type SubjectKeyHolder,
   setLicenseStatus,
+  type VerifiedLicense,
   verifyLicense,
   verifyLicenseProof,
+  verifyLicenseProofs,
+  verifyLicenseProofsCbor,
   verifyLicenses,
   whoReadMyData,
   withdrawConsent,
@@ -316,6 +322,113 @@ describe("licenses on one node", () => {
     const otherHeader = structuredClone(proof);
     otherHeader.commit = null;
     await assert.rejects(verifyLicenseProof(otherHeader, trusted, Date.now()), /commit/);
+  });
+
+  test("a binary batch answer verifies to what the JSON answer verifies to", async () => {
+    const refs = [issued.id, issued.licenseKey, `${typeCode}.${policeCode}.X1`, "not-a-license"];
+    // Both answers must describe one height; a block committing between the two requests is retried.
+    const attemptsMax = 5;
+    for (let attempt = 1; ; attempt++) {
+      const json = (await tax.request<LicenseProofsJson>("POST", "/v1/licenses/proofs", { ids: refs })).body;
+      const { bytes } = await tax.requestBytes("POST", "/v1/licenses/proofs", "application/cbor", {
+        ids: refs,
+      });
+      const cbor = decodeLicenseProofsCbor(bytes);
+      if (cbor.height !== json.height && attempt < attemptsMax) continue;
+      assert.equal(cbor.height, json.height);
+      const trusted = validatorsFromJson(json.validators);
+      assert.deepEqual(cbor.validators, trusted);
+      const nowMs = Date.now();
+      const fromJson = await verifyLicenseProofs(json, trusted, nowMs);
+      const fromCbor = await verifyLicenseProofsCbor(bytes, trusted, nowMs);
+      assert.deepEqual(fromCbor, fromJson);
+      assert.equal((fromCbor[0] as VerifiedLicense).id, issued.id);
+      assert.equal((fromCbor[1] as VerifiedLicense).licenseKey, issued.licenseKey);
+      assert.equal((fromCbor[2] as { error: { code: string } }).error.code, "LICENSE_NOT_FOUND");
+      assert.equal((fromCbor[3] as { error: { code: string } }).error.code, "LICENSE_ID_MALFORMED");
+      // The SDK's default is the binary answer: same outcome through verifyLicenses.
+      assert.deepEqual(
+        (await verifyLicenses(tax, refs, { trusted, nowMs })).map((o) =>
+          "error" in o ? o.error.code : o.id,
+        ),
+        [issued.id, issued.id, "LICENSE_NOT_FOUND", "LICENSE_ID_MALFORMED"],
+      );
+      return;
+    }
+  });
+
+  test("a tampered binary answer does not verify", async () => {
+    const { bytes } = await tax.requestBytes("POST", "/v1/licenses/proofs", "application/cbor", {
+      ids: [issued.id],
+    });
+    const answer = decodeLicenseProofsCbor(bytes);
+    const trusted = answer.validators;
+    const nowMs = Date.now();
+    await verifyLicenseProofsCbor(bytes, trusted, nowMs);
+    const item = answer.items[0] as Extract<LicenseProofsCbor["items"][number], { head: Uint8Array }>;
+    const withItem = (changed: Partial<typeof item>): LicenseProofsCbor => ({
+      ...answer,
+      items: [{ ...item, ...changed }],
+    });
+    const flipped = (b: Uint8Array, at: number) => {
+      const copy = Uint8Array.from(b);
+      copy[at] = copy[at]! ^ 1;
+      return copy;
+    };
+    // A byte of the head record, as it sits in the raw answer.
+    const headAt = Buffer.from(bytes).indexOf(Buffer.from(item.head));
+    assert.ok(headAt > 0);
+    await assert.rejects(
+      verifyLicenseProofsCbor(flipped(bytes, headAt + item.head.length - 3), trusted, nowMs),
+      /proof/,
+    );
+    // Records, proofs and names changed in the decoded answer.
+    await assert.rejects(
+      verifyLicenseProofsCbor(withItem({ version: flipped(item.version, 10) }), trusted, nowMs),
+      /proof/,
+    );
+    await assert.rejects(
+      verifyLicenseProofsCbor(
+        withItem({ versionProof: flipped(item.versionProof, item.versionProof.length - 1) }),
+        trusted,
+        nowMs,
+      ),
+      /proof/,
+    );
+    await assert.rejects(
+      verifyLicenseProofsCbor(withItem({ head: item.version, headProof: item.versionProof }), trusted, nowMs),
+      /proof/,
+    );
+    await assert.rejects(
+      verifyLicenseProofsCbor(withItem({ id: `${issued.id.slice(0, -3)}X.1` }), trusted, nowMs),
+      /proof|malformed/,
+    );
+    // The anchor: no commit, a commit for another block, another header, another validator set.
+    await assert.rejects(verifyLicenseProofsCbor({ ...answer, commit: null }, trusted, nowMs), /commit/);
+    await assert.rejects(
+      verifyLicenseProofsCbor(
+        { ...answer, commit: { ...answer.commit!, blockHash: new Uint8Array(32) } },
+        trusted,
+        nowMs,
+      ),
+      /another block/,
+    );
+    await assert.rejects(
+      verifyLicenseProofsCbor(
+        { ...answer, headerBytes: flipped(answer.headerBytes, answer.headerBytes.length - 1) },
+        trusted,
+        nowMs,
+      ),
+    );
+    await assert.rejects(
+      verifyLicenseProofsCbor(answer, [{ ...trusted[0]!, power: trusted[0]!.power + 1 }], nowMs),
+      /validator set/,
+    );
+    // Bytes that are not the canonical answer at all.
+    await assert.rejects(
+      verifyLicenseProofsCbor(bytes.subarray(0, bytes.length - 1), trusted, nowMs),
+      /CBOR/,
+    );
   });
 
   test("suspend, resume and revoke are the issuer's, and verifiers see the status", async () => {
