@@ -54,6 +54,11 @@ export interface NetworkNodeOptions {
   readonly identity?: TxIdentity;
 }
 
+/** How long a peer that did not send a block it claimed is not asked, nor believed. */
+export const syncDistrustMs = 60_000;
+/** Peers remembered as distrusted (a bound; expired entries go first). */
+export const distrustedPeersMax = 1024;
+
 /** Consensus messages kept while catching up, for the driver that starts after (oldest dropped). */
 export const heldMessagesMax = 1024;
 export const heldBytesMax = 64 * 1024 * 1024;
@@ -133,6 +138,7 @@ export class NetworkNode {
   private graceTimer: NodeJS.Timeout | null = null;
   private readonly reportedEvidence = new Set<string>();
   private readonly heldMessages: Array<{ readonly from: string; readonly wire: Uint8Array }> = [];
+  private readonly distrustedUntil = new Map<string, number>();
   private heldBytes = 0;
   /** Whether the running driver signs (this node was a validator of the height it started at). */
   private driverSigns = false;
@@ -266,7 +272,7 @@ export class NetworkNode {
   }
 
   private onPeerUp(peer: PeerInfo): void {
-    if (peer.height > this.ledger.height()) this.catchUp(peer.height);
+    if (peer.height > this.ledger.height() && this.trusted(peer.nodeId)) this.catchUp(peer.height);
   }
 
   private onMessage(peer: string, message: PeerMessage): void {
@@ -276,7 +282,7 @@ export class NetworkNode {
         else this.holdDuringCatchUp(peer, message.bytes);
         return;
       case "status":
-        if (message.height > this.ledger.height()) this.catchUp(message.height);
+        if (message.height > this.ledger.height() && this.trusted(peer)) this.catchUp(message.height);
         return;
       case "block-request":
         this.serveBlock(peer, message.height);
@@ -354,9 +360,33 @@ export class NetworkNode {
     for (const { from, wire } of held) this.driver.receive(from, wire);
   }
 
-  /** The next peer, after the last one asked, that says it has `height`. */
+  /**
+   * A peer's height is only its claim. One that claimed a block and did not send it in time is not
+   * asked again, and its claims do not start catch-up, for `syncDistrustMs`: otherwise a lying peer
+   * (a status with a huge height, or a message for a later height, and no answer) could keep a node
+   * fetching with its driver stopped, out of consensus, for as long as it kept lying.
+   */
+  private trusted(peerId: string): boolean {
+    const until = this.distrustedUntil.get(peerId);
+    if (until === undefined) return true;
+    if (this.clock.now() < until) return false;
+    this.distrustedUntil.delete(peerId);
+    return true;
+  }
+
+  private distrust(peerId: string): void {
+    if (this.distrustedUntil.size >= distrustedPeersMax) {
+      for (const [id, until] of this.distrustedUntil)
+        if (until <= this.clock.now()) this.distrustedUntil.delete(id);
+      if (this.distrustedUntil.size >= distrustedPeersMax)
+        this.distrustedUntil.delete(this.distrustedUntil.keys().next().value as string);
+    }
+    this.distrustedUntil.set(peerId, this.clock.now() + syncDistrustMs);
+  }
+
+  /** The next trusted peer, after the last one asked, that says it has `height`. */
   private pickPeer(height: number): PeerInfo | undefined {
-    const able = this.network.peers().filter((p) => p.height >= height);
+    const able = this.network.peers().filter((p) => p.height >= height && this.trusted(p.nodeId));
     if (able.length === 0) return undefined;
     const after = able.findIndex((p) => p.nodeId === this.lastSyncPeer);
     return able[(after + 1) % able.length];
@@ -364,7 +394,10 @@ export class NetworkNode {
 
   private requestBlock(next: number, targetHeight: number, hint?: string): void {
     // A peer that sent a message for a later height has the block even if its status is not in yet.
-    const hinted = hint === undefined ? undefined : this.network.peers().find((p) => p.nodeId === hint);
+    const hinted =
+      hint === undefined || !this.trusted(hint)
+        ? undefined
+        : this.network.peers().find((p) => p.nodeId === hint);
     const peer = this.pickPeer(next) ?? hinted;
     if (peer === undefined) {
       this.options.logger?.debug({ height: next, target: targetHeight }, "catch-up: no peer has the block");
@@ -384,7 +417,11 @@ export class NetworkNode {
     this.lastSyncPeer = peer.nodeId;
     this.network.send(peer.nodeId, { type: "block-request", height: next });
     this.syncTimer = setTimeout(() => {
-      this.options.logger?.debug({ height: next, peer: peer.nodeId }, "catch-up: request timed out");
+      this.options.logger?.warn(
+        { height: next, peer: peer.nodeId, distrustMs: syncDistrustMs },
+        "catch-up: a peer that claimed the block did not send it; its claims are ignored for a while",
+      );
+      this.distrust(peer.nodeId);
       this.syncTimer = null;
       this.syncPeer = null;
       this.continueCatchUp();
@@ -394,7 +431,13 @@ export class NetworkNode {
   /** After each answer, refusal or timeout: fetch the next block, or go back to consensus. */
   private continueCatchUp(): void {
     if (this.stopped || this.syncPeer !== null) return;
-    const best = Math.max(0, ...this.network.peers().map((p) => p.height));
+    const best = Math.max(
+      0,
+      ...this.network
+        .peers()
+        .filter((p) => this.trusted(p.nodeId))
+        .map((p) => p.height),
+    );
     if (best > this.ledger.height()) this.requestBlock(this.ledger.height() + 1, best);
     else this.finishCatchUp();
   }
