@@ -14,6 +14,7 @@ import {
   checkVote,
   consensusLimits,
   type Proposal,
+  proposalFromFields,
   type Vote,
   voteFromFields,
 } from "../core/consensus/types.ts";
@@ -88,19 +89,8 @@ export function decodeWalRecord(
       }
       return { kind: "block", height: height as number, blockHash, blockBytes };
     }
-    case 2: {
-      const [, chainId, height, round, polRound, blockHash, proposer, signature] = f;
-      const proposal = checkProposal({
-        chainId: chainId as string,
-        height: height as number,
-        round: round as number,
-        polRound: polRound as number,
-        blockHash: blockHash as Uint8Array,
-        proposer: proposer as Uint8Array,
-        signature: signature as Uint8Array,
-      });
-      return { kind: "proposal", proposal };
-    }
+    case 2:
+      return { kind: "proposal", proposal: proposalFromFields(f) };
     case 3:
       return { kind: "vote", vote: voteFromFields(f) };
     default:

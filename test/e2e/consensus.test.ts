@@ -13,7 +13,7 @@ import Database from "better-sqlite3";
 import { utf8 } from "../../src/core/encoding.ts";
 import { CitychainError } from "../../src/sdk/errors.ts";
 import { VerificationError } from "../../src/sdk/verify.ts";
-import { createProcessNetwork, type ProcessNetwork } from "./process-net.ts";
+import { createProcessNetwork, type ProcessNetwork, waitFor } from "./process-net.ts";
 
 let net: ProcessNetwork;
 
@@ -29,15 +29,6 @@ after(async () => {
 async function height(i: number): Promise<number> {
   const client = await net.client("infocenter.auditor", i);
   return (await client.status()).height;
-}
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 /** The same block (hash and state root) at `h` on every listed node. */

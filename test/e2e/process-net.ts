@@ -40,6 +40,20 @@ export async function freePortBase(count: number): Promise<number> {
   throw new Error("no free port range");
 }
 
+/** Polls `check` every 200 ms until it holds (errors count as "not yet"), or fails after the timeout. */
+export async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 export interface ProcessNetwork {
   readonly layout: NetworkLayout;
   readonly passphrase: string;

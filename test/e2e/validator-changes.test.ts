@@ -22,7 +22,7 @@ import { readGenesisFile } from "../../src/node/genesis-file.ts";
 import { nodeX509 } from "../../src/node/x509-port.ts";
 import { CitychainClient } from "../../src/sdk/client.ts";
 import { loadIdentity, nodeFetch } from "../../src/sdk/node.ts";
-import { createProcessNetwork, type ProcessNetwork } from "./process-net.ts";
+import { createProcessNetwork, type ProcessNetwork, waitFor } from "./process-net.ts";
 
 let net: ProcessNetwork;
 
@@ -39,15 +39,6 @@ before(async () => {
 after(async () => {
   await net?.close();
 });
-
-async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** A write that must commit within the timeout, sent to node `via`. */
 async function commitVia(via: number, key: string, timeoutMs = 30_000) {

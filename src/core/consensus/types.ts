@@ -242,8 +242,20 @@ export function decodeConsensusMessage(
 
 function decodeProposalFields(fields: readonly Canonical[], blockBytesMax: number): ConsensusMessage {
   if (fields.length !== 9) malformed("proposal must have 9 fields", "proposal");
-  const [, chainId, height, round, polRound, blockHash, proposer, signature, blockBytes] = fields;
-  const proposal = checkProposal({
+  return {
+    kind: "proposal",
+    proposal: proposalFromFields(fields),
+    blockBytes: checkBlockBytes(fields[8], blockBytesMax),
+  };
+}
+
+/**
+ * A checked proposal from `[kind, chainId, height, round, polRound, blockHash, proposer, signature,
+ * ...]` (wire, WAL and evidence).
+ */
+export function proposalFromFields(fields: readonly Canonical[]): Proposal {
+  const [, chainId, height, round, polRound, blockHash, proposer, signature] = fields;
+  return checkProposal({
     chainId: chainId as string,
     height: height as number,
     round: round as number,
@@ -252,7 +264,6 @@ function decodeProposalFields(fields: readonly Canonical[], blockBytesMax: numbe
     proposer: proposer as Uint8Array,
     signature: signature as Uint8Array,
   });
-  return { kind: "proposal", proposal, blockBytes: checkBlockBytes(blockBytes, blockBytesMax) };
 }
 
 /** A checked vote from `[kind, type, height, round, blockHash, validatorId, signature]` (wire and WAL). */
@@ -301,25 +312,29 @@ export function sameValue(a: Uint8Array | null, b: Uint8Array | null): boolean {
 
 // ---- evidence: signed messages without the block, as a transaction carries them ----
 
-/** A proposal's signed fields alone: [chainId, height, round, polRound, blockHash, proposer, signature]. */
+/** A proposal without its block: [1, chainId, height, round, polRound, blockHash, proposer, signature]. */
 export function encodeSignedProposal(p: Proposal): Uint8Array {
   checkProposal(p);
-  return encodeCanonical([p.chainId, p.height, p.round, p.polRound, p.blockHash, p.proposer, p.signature]);
+  return encodeCanonical([
+    messageKindProposal,
+    p.chainId,
+    p.height,
+    p.round,
+    p.polRound,
+    p.blockHash,
+    p.proposer,
+    p.signature,
+  ]);
 }
 
 export function decodeSignedProposal(bytes: Uint8Array): Proposal {
   const raw = decodeCanonical(bytes, consensusLimits.proposalFieldsBytesMax);
-  if (!Array.isArray(raw) || raw.length !== 7) malformed("signed proposal must have 7 fields", "proposal");
-  const [chainId, height, round, polRound, blockHash, proposer, signature] = raw as readonly Canonical[];
-  return checkProposal({
-    chainId: chainId as string,
-    height: height as number,
-    round: round as number,
-    polRound: polRound as number,
-    blockHash: blockHash as Uint8Array,
-    proposer: proposer as Uint8Array,
-    signature: signature as Uint8Array,
-  });
+  if (!Array.isArray(raw) || raw.length !== 8 || raw[0] !== messageKindProposal)
+    malformed(
+      "a signed proposal is [1, chainId, height, round, polRound, blockHash, proposer, signature]",
+      "proposal",
+    );
+  return proposalFromFields(raw as readonly Canonical[]);
 }
 
 /** A vote as the wire carries it (at most voteMessageBytesMax bytes). */
