@@ -10,10 +10,10 @@
  */
 
 import {
-  checkProposal,
   checkVote,
   consensusLimits,
   type Proposal,
+  proposalFields,
   proposalFromFields,
   type Vote,
   voteFromFields,
@@ -46,19 +46,8 @@ export function encodeWalRecord(record: WalRecord): Uint8Array {
   switch (record.kind) {
     case "block":
       return encodeCanonical([1, record.height, record.blockHash, record.blockBytes]);
-    case "proposal": {
-      const p = checkProposal(record.proposal);
-      return encodeCanonical([
-        2,
-        p.chainId,
-        p.height,
-        p.round,
-        p.polRound,
-        p.blockHash,
-        p.proposer,
-        p.signature,
-      ]);
-    }
+    case "proposal":
+      return encodeCanonical(proposalFields(2, record.proposal));
     case "vote": {
       const v = checkVote(record.vote);
       return encodeCanonical([3, v.type, v.height, v.round, v.blockHash, v.validatorId, v.signature]);

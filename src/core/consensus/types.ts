@@ -182,20 +182,8 @@ export function checkVote(v: Vote): Vote {
 
 export function encodeConsensusMessage(message: ConsensusMessage): Uint8Array {
   switch (message.kind) {
-    case "proposal": {
-      const p = checkProposal(message.proposal);
-      return encodeCanonical([
-        messageKindProposal,
-        p.chainId,
-        p.height,
-        p.round,
-        p.polRound,
-        p.blockHash,
-        p.proposer,
-        p.signature,
-        message.blockBytes,
-      ]);
-    }
+    case "proposal":
+      return encodeCanonical([...proposalFields(messageKindProposal, message.proposal), message.blockBytes]);
     case "vote": {
       const v = checkVote(message.vote);
       return encodeCanonical([
@@ -247,6 +235,12 @@ function decodeProposalFields(fields: readonly Canonical[], blockBytesMax: numbe
     proposal: proposalFromFields(fields),
     blockBytes: checkBlockBytes(fields[8], blockBytesMax),
   };
+}
+
+/** `[kind, chainId, height, round, polRound, blockHash, proposer, signature]`, checked first. */
+export function proposalFields(kind: number, proposal: Proposal): Canonical[] {
+  const p = checkProposal(proposal);
+  return [kind, p.chainId, p.height, p.round, p.polRound, p.blockHash, p.proposer, p.signature];
 }
 
 /**
@@ -314,17 +308,7 @@ export function sameValue(a: Uint8Array | null, b: Uint8Array | null): boolean {
 
 /** A proposal without its block: [1, chainId, height, round, polRound, blockHash, proposer, signature]. */
 export function encodeSignedProposal(p: Proposal): Uint8Array {
-  checkProposal(p);
-  return encodeCanonical([
-    messageKindProposal,
-    p.chainId,
-    p.height,
-    p.round,
-    p.polRound,
-    p.blockHash,
-    p.proposer,
-    p.signature,
-  ]);
+  return encodeCanonical(proposalFields(messageKindProposal, p));
 }
 
 export function decodeSignedProposal(bytes: Uint8Array): Proposal {
