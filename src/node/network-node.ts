@@ -20,6 +20,7 @@ import { evidencePayload } from "../core/handlers/evidence.ts";
 import { resolveIdentity } from "../core/identity.ts";
 import { type PeerInfo, type PeerMessage, PeerNetwork, type PeerRole } from "../p2p/index.ts";
 import type { Logger } from "../p2p/ports.ts";
+import { TokenBucket } from "../p2p/token-bucket.ts";
 import { TxGossip } from "../p2p/tx-gossip.ts";
 import { buildTx, type TxIdentity } from "../sdk/tx-builder.ts";
 import { SqliteWal } from "../storage/consensus-wal.ts";
@@ -53,6 +54,14 @@ export interface NetworkNodeOptions {
   /** The node's own identity: it signs the evidence transactions it reports. */
   readonly identity?: TxIdentity;
 }
+
+/** What one peer may take of this node in catch-up answers (see serveBlock). */
+export const servedBlocksPerSecond = 500;
+export const servedBlocksBurst = 1000;
+export const servedBytesPerSecond = 64 * 1024 * 1024;
+export const servedBytesBurst = 128 * 1024 * 1024;
+/** Peers with a serving budget at once (a bound; the oldest is forgotten first). */
+export const serveBudgetsMax = 1024;
 
 /** How long a peer that did not send a block it claimed is not asked, nor believed. */
 export const syncDistrustMs = 60_000;
@@ -139,6 +148,9 @@ export class NetworkNode {
   private readonly reportedEvidence = new Set<string>();
   private readonly heldMessages: Array<{ readonly from: string; readonly wire: Uint8Array }> = [];
   private readonly distrustedUntil = new Map<string, number>();
+  private readonly serveBudgets = new Map<string, { requests: TokenBucket; bytes: TokenBucket }>();
+  /** Block requests left unanswered because the asking peer was over its budget. */
+  servedRefused = 0;
   private heldBytes = 0;
   /** Whether the running driver signs (this node was a validator of the height it started at). */
   private driverSigns = false;
@@ -194,6 +206,7 @@ export class NetworkNode {
       onMessage: (peer, message) => this.onMessage(peer, message),
       onPeerUp: (peer) => this.onPeerUp(peer),
       onPeerDown: (peer) => {
+        this.serveBudgets.delete(peer);
         if (this.syncPeer !== peer) return;
         if (this.syncTimer !== null) clearTimeout(this.syncTimer);
         this.syncTimer = null;
@@ -450,9 +463,34 @@ export class NetworkNode {
     this.restartDriver();
   }
 
+  /**
+   * Serving a block costs a store read and up to a block's bytes on the wire for a message of a few
+   * bytes, so each peer gets a budget: a far-behind peer fetching small blocks asks a few hundred a
+   * second, one asking for more is attacking this node's CPU. Over budget, requests go unanswered
+   * (the asker's timeout sends it to another peer).
+   */
   private serveBlock(peer: string, height: number): void {
+    const nowMs = this.clock.now();
+    let budget = this.serveBudgets.get(peer);
+    if (budget === undefined) {
+      if (this.serveBudgets.size >= serveBudgetsMax)
+        this.serveBudgets.delete(this.serveBudgets.keys().next().value as string);
+      budget = {
+        requests: new TokenBucket(servedBlocksPerSecond, servedBlocksBurst, nowMs),
+        bytes: new TokenBucket(servedBytesPerSecond, servedBytesBurst, nowMs),
+      };
+      this.serveBudgets.set(peer, budget);
+    }
+    if (!budget.requests.take(1, nowMs)) {
+      this.servedRefused++;
+      return;
+    }
     const decision = this.app.decisionAt(height);
     if (decision === undefined) return;
+    if (!budget.bytes.take(decision.blockBytes.length, nowMs)) {
+      this.servedRefused++;
+      return;
+    }
     this.network.send(peer, {
       type: "block-response",
       height,

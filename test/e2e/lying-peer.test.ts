@@ -17,6 +17,7 @@ import { createProcessNetwork, type ProcessNetwork } from "./process-net.ts";
 let net: ProcessNetwork;
 let liar: PeerNetwork | undefined;
 let blockRequests = 0;
+let blockResponses = 0;
 let claimedHeight = 1_000_000;
 
 before(async () => {
@@ -61,6 +62,7 @@ test("a peer claiming blocks it never sends is asked once, then ignored", async 
   liar.subscribe({
     onMessage: (_peer, message) => {
       if (message.type === "block-request") blockRequests++;
+      if (message.type === "block-response") blockResponses++;
     },
     onPeerUp: () => {},
     onPeerDown: () => {},
@@ -84,4 +86,23 @@ test("a peer claiming blocks it never sends is asked once, then ignored", async 
   assert.equal(blockRequests, asked, "no second request to a peer it stopped believing");
   assert.ok(tookMs < 5_000, `commits did not stall behind the lie (${tookMs} ms)`);
   assert.equal((await status.status()).syncing, false);
+});
+
+test("a peer asking for blocks faster than its budget gets no more than the budget", async () => {
+  assert.ok(liar !== undefined);
+  const [validator] = liar.peers();
+  assert.ok(validator !== undefined, "the liar is still connected");
+  const asked = 5_000;
+  const started = Date.now();
+  for (let i = 0; i < asked; i++) liar.send(validator.nodeId, { type: "block-request", height: 1 });
+  await new Promise((r) => setTimeout(r, 2_000));
+  const seconds = (Date.now() - started) / 1000;
+  // The budget: a burst of 1,000 and 500 a second after it.
+  assert.ok(blockResponses > 0, "requests within the budget are answered");
+  assert.ok(
+    blockResponses <= 1_000 + 500 * seconds + 1,
+    `${blockResponses} answers to ${asked} requests in ${seconds.toFixed(1)} s`,
+  );
+  // The node is still in consensus.
+  await committedWithin("after-the-flood", 30_000);
 });
