@@ -8,6 +8,7 @@ import {
   type Block,
   type Commit,
   decodeCommit,
+  totalPower,
   validatorIdOf,
   voteSigningBytes,
   voteTypePrecommit,
@@ -261,7 +262,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   }
 
   private produceBlock(): void {
-    if (this.stopped || this.mempool.size === 0) return;
+    if (this.stopped || this.mempool.size === 0 || !this.soloHoldsQuorum()) return;
     this.producing = true;
     try {
       const prepared = this.ledger.buildBlock(
@@ -277,6 +278,18 @@ export class ChainNode extends EventEmitter<NodeEvents> {
       this.producing = false;
     }
     this.schedule();
+  }
+
+  /**
+   * A solo node's own signature is the whole commit, so it makes blocks only while it holds more
+   * than two thirds of the voting power. Validator changes can take that away (each moves less than
+   * a third, but several can); then the chain needs its validators in consensus mode, and a block
+   * made here would carry a commit no one could accept.
+   */
+  soloHoldsQuorum(): boolean {
+    const validators = this.ledger.validators();
+    const own = validators.find((v) => bytesEqual(v.id, this.validatorId))?.power ?? 0;
+    return own * 3 > totalPower(validators) * 2;
   }
 
   /** The oldest pending transactions that fit in a block. */

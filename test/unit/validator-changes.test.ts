@@ -279,3 +279,29 @@ describe("cosignTx", () => {
     await assert.rejects(cosignTx(cosigned.bytes, admin), /signed the transaction already/);
   });
 });
+
+describe("solo production after validator changes", () => {
+  it("a solo node stops making blocks once it holds two thirds of the power or less", async () => {
+    // The node was stopped by the restart test above: start it again on its folder.
+    const running = await startNode({ dir: net.layout.nodes[0]!.dir, passphrase: { value: net.passphrase } });
+    try {
+      const client = async (as: string) =>
+        new CitychainClient({ url: running.url, identity: await net.identityFor(as), fetch: net.fetch });
+      const admin = await client("infocenter.admin");
+      const node = running.node;
+      // 10 of 13, then 10 of 16 (each change moves less than a third; the operator's department
+      // still approves alone while it holds more than two thirds).
+      await admin.send("config.validator.set", { certificate: newNodeDer, power: 3 });
+      assert.equal(node.soloHoldsQuorum(), true);
+      const last = await admin.send("config.validator.set", { certificate: newNodeDer, power: 6 });
+      assert.equal(node.soloHoldsQuorum(), false);
+      const tax = await client("tax.officer");
+      const tx = await tax.buildTx("kv.put", { key: "after-quorum-lost", value: utf8("v") });
+      const status = await tax.submitBytes(tx.bytes, { wait: true, waitMs: 1500 });
+      assert.equal(status.status, "pending", "no block is made without a quorum");
+      assert.equal(node.ledger.height(), last.height, "the chain stands where the last change left it");
+    } finally {
+      await running.close();
+    }
+  });
+});
