@@ -92,6 +92,18 @@ export async function clientFromFlags(
   });
 }
 
+/**
+ * The genesis.json a verifier anchors to: --genesis, else the --network folder's (env
+ * CITYCHAIN_NETWORK); undefined without either.
+ */
+export function genesisPathFromFlags(flags: { genesis?: string; network?: string }): string | undefined {
+  if (flags.genesis !== undefined) return flags.genesis;
+  const network = flags.network ?? process.env.CITYCHAIN_NETWORK;
+  return network === undefined
+    ? undefined
+    : path.join(readNetworkLayout(network).nodes[0]!.dir, "genesis.json");
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

@@ -100,5 +100,12 @@ export interface Application {
    * A timeout moved the machine (it was still waiting in that step): what an operator needs to see
    * why a height took more than one round (a late proposal, missing votes).
    */
-  onTimeout?(timeout: { readonly step: string; readonly height: number; readonly round: number }): void;
+  onTimeout?(timeout: TimeoutNotice): void;
+}
+
+/** A timeout that moved the machine on (Application.onTimeout). */
+export interface TimeoutNotice {
+  readonly step: string;
+  readonly height: number;
+  readonly round: number;
 }

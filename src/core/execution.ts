@@ -108,7 +108,7 @@ export function executeBlock(
     const txState = new StateOverlay(blockState);
     try {
       const data = executeTx(ports, handlers, txState, block, tx, signers);
-      if (writesSystemState(txState)) identities.clear();
+      if (writesSystemKeys(txState.writes)) identities.clear();
       txState.mergeInto(blockState);
       out.results.push({ txId: tx.id, code: "OK", message: "", data });
     } catch (error) {
@@ -139,8 +139,9 @@ type IdentityMemo = Map<Uint8Array, Identity>;
 
 const systemKeyPrefix = "sys/";
 
-function writesSystemState(state: StateOverlay): boolean {
-  for (const key of state.writes.keys()) if (key.startsWith(systemKeyPrefix)) return true;
+/** Whether writes touch the platform's own records (sys/: roots, departments, revocations, validators). */
+export function writesSystemKeys(writes: ReadonlyMap<string, unknown>): boolean {
+  for (const key of writes.keys()) if (key.startsWith(systemKeyPrefix)) return true;
   return false;
 }
 

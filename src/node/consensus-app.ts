@@ -7,7 +7,7 @@
  * a second time; the ledger's `buildBlock`/`checkBlock` change nothing until `commit`.
  */
 
-import type { Application, ProposedBlock } from "../consensus/ports.ts";
+import type { Application, ProposedBlock, TimeoutNotice } from "../consensus/ports.ts";
 import { type Block, type Commit, decodeBlock, decodeCommit, encodeBlock } from "../core/block.ts";
 import type { ValidatorSet } from "../core/consensus/proposer.ts";
 import type { Evidence } from "../core/consensus/types.ts";
@@ -23,7 +23,7 @@ export const preparedBlocksMax = 16;
 export interface LedgerApplicationHooks {
   onBehind?(height: number): void;
   onEvidence?(evidence: Evidence): void;
-  onTimeout?(timeout: { readonly step: string; readonly height: number; readonly round: number }): void;
+  onTimeout?(timeout: TimeoutNotice): void;
   onPeerAhead?(decidedHeight: number, from: string): void;
   /** Why this node judged a proposed block invalid (it prevotes nil for it). */
   onRefused?(height: number, reason: string): void;
@@ -139,7 +139,7 @@ export class LedgerApplication implements Application {
     this.hooks.onEvidence?.(evidence);
   }
 
-  onTimeout(timeout: { readonly step: string; readonly height: number; readonly round: number }): void {
+  onTimeout(timeout: TimeoutNotice): void {
     this.hooks.onTimeout?.(timeout);
   }
 

@@ -424,8 +424,7 @@ export class Ledger {
     const written = execution.writes.get(stateKeys.validators);
     if (written === undefined) return null;
     assert(written !== null, `block ${height} deletes the validator set`);
-    const next = decodeValidators(written);
-    return bytesEqual(written, encodeValidators(this.validators())) ? null : next;
+    return bytesEqual(written, encodeValidators(this.validators())) ? null : decodeValidators(written);
   }
 
   /**

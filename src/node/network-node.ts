@@ -16,6 +16,7 @@ import { verifyCommit } from "../core/consensus/commit.ts";
 import type { Evidence } from "../core/consensus/types.ts";
 import { bytesEqual, toHex } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
+import { writesSystemKeys } from "../core/execution.ts";
 import { evidencePayload } from "../core/handlers/evidence.ts";
 import { resolveIdentity } from "../core/identity.ts";
 import { type PeerInfo, type PeerMessage, PeerNetwork, type PeerRole } from "../p2p/index.ts";
@@ -149,8 +150,6 @@ export class NetworkNode {
   private readonly heldMessages: Array<{ readonly from: string; readonly wire: Uint8Array }> = [];
   private readonly distrustedUntil = new Map<string, number>();
   private readonly serveBudgets = new Map<string, { requests: TokenBucket; bytes: TokenBucket }>();
-  /** Block requests left unanswered because the asking peer was over its budget. */
-  servedRefused = 0;
   private heldBytes = 0;
   /** Whether the running driver signs (this node was a validator of the height it started at). */
   private driverSigns = false;
@@ -173,7 +172,7 @@ export class NetworkNode {
       },
       onEvidence: (evidence) => this.reportEvidence(evidence),
       onPeerAhead: (decidedHeight, from) => this.graceCheck(decidedHeight, from),
-      onTimeout: (timeout) => options.logger?.info(timeout, "consensus: timeout moved the round on"),
+      onTimeout: (timeout) => options.logger?.info({ ...timeout }, "consensus: timeout moved the round on"),
       onRefused: (height, reason) =>
         options.logger?.warn({ height, reason }, "consensus: proposed block refused"),
     });
@@ -481,16 +480,10 @@ export class NetworkNode {
       };
       this.serveBudgets.set(peer, budget);
     }
-    if (!budget.requests.take(1, nowMs)) {
-      this.servedRefused++;
-      return;
-    }
+    if (!budget.requests.take(1, nowMs)) return;
     const decision = this.app.decisionAt(height);
     if (decision === undefined) return;
-    if (!budget.bytes.take(decision.blockBytes.length, nowMs)) {
-      this.servedRefused++;
-      return;
-    }
+    if (!budget.bytes.take(decision.blockBytes.length, nowMs)) return;
     this.network.send(peer, {
       type: "block-response",
       height,
@@ -509,6 +502,13 @@ export class NetworkNode {
         this.applyBlock(height, blockBytes, commitBytes);
         this.options.logger?.debug({ height }, "catch-up: block applied");
       } catch (error) {
+        // This node's own failures stop it (a broken invariant, a store it cannot trust); the
+        // peer's block is what failed otherwise.
+        if (
+          error instanceof CodedError &&
+          (error.code === "INVARIANT_BROKEN" || error.code === "STORAGE_CORRUPT")
+        )
+          throw error;
         this.options.logger?.warn(
           { height, peer, reason: (error as Error).message },
           "catch-up block refused",
@@ -579,14 +579,7 @@ export class NetworkNode {
    * own commit); the new driver resumes at the next height from the WAL, so it cannot double-sign.
    */
   private afterSystemWrites(writes: ReadonlyMap<string, Uint8Array | null>): void {
-    let system = false;
-    for (const key of writes.keys()) {
-      if (key.startsWith("sys/")) {
-        system = true;
-        break;
-      }
-    }
-    if (!system) return;
+    if (!writesSystemKeys(writes)) return;
     this.network.reauthorize();
     if (this.isValidator() === this.driverSigns) return;
     setImmediate(() => {

@@ -67,7 +67,7 @@ export interface BlockJson {
 }
 
 /** Pages of validator changes a client follows (100 changes each): a bound, not an expected size. */
-const validatorPagesMax = 1000;
+export const validatorPagesMax = 1000;
 
 export class CitychainClient {
   private readonly fetchFn: FetchLike;

@@ -25,7 +25,6 @@ import {
   validateHolderCode,
 } from "../../core/license/identifier.ts";
 import { canonicalJson, isJsonObject, type JsonObject } from "../../core/license/json.ts";
-import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { encodeLicenseQr, parseLicenseQr } from "../../license/qr.ts";
 import { readGenesisFile } from "../../node/genesis-file.ts";
 import { nodeX509 } from "../../node/x509-port.ts";
@@ -33,7 +32,13 @@ import type { CitychainClient } from "../../sdk/client.ts";
 import { CitychainError } from "../../sdk/errors.ts";
 import { issueLicense, openLicense, setLicenseStatus, verifyLicense } from "../../sdk/licenses.ts";
 import { VerificationError } from "../../sdk/verify.ts";
-import { type ClientFlags, clientFromFlags, printJson, withClientOptions } from "../common.ts";
+import {
+  type ClientFlags,
+  clientFromFlags,
+  genesisPathFromFlags,
+  printJson,
+  withClientOptions,
+} from "../common.ts";
 import { jsonToCanonical } from "./client.ts";
 
 /** Exit code of `license verify` for a license that exists and verifies but is not valid now. */
@@ -285,11 +290,7 @@ async function issue(
  * (with --network); only without either is it the set the answering node reports, and we say so.
  */
 function trustedValidators(flags: ClientFlags & { genesis?: string }): Validator[] | undefined {
-  const file =
-    flags.genesis ??
-    (flags.network === undefined
-      ? undefined
-      : path.join(readNetworkLayout(flags.network).nodes[0]!.dir, "genesis.json"));
+  const file = genesisPathFromFlags(flags);
   if (file === undefined) {
     process.stderr.write("note: trusting the validator set the node reports; pass --genesis to anchor it\n");
     return undefined;

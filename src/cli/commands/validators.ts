@@ -8,18 +8,31 @@ import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
-import { validatorIdOf } from "../../core/block.ts";
+import { validatorIdOf, validatorsHashOf } from "../../core/block.ts";
 import { CodedError } from "../../core/errors.ts";
 import { checkGenesis } from "../../core/genesis.ts";
 import { decodeTx } from "../../core/tx.ts";
 import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { readGenesisFile } from "../../node/genesis-file.ts";
 import { nodeX509 } from "../../node/x509-port.ts";
+import { validatorPagesMax } from "../../sdk/client.ts";
 import { CitychainError } from "../../sdk/errors.ts";
 import { loadIdentity } from "../../sdk/node.ts";
 import type { TxIdentity } from "../../sdk/tx-builder.ts";
-import { followValidatorChanges, VerificationError, validatorsFromJson } from "../../sdk/verify.ts";
-import { type ClientFlags, clientFromFlags, printJson, withClientOptions } from "../common.ts";
+import {
+  followValidatorChanges,
+  sameValidators,
+  type TrustedValidatorSet,
+  VerificationError,
+  validatorsFromJson,
+} from "../../sdk/verify.ts";
+import {
+  type ClientFlags,
+  clientFromFlags,
+  genesisPathFromFlags,
+  printJson,
+  withClientOptions,
+} from "../common.ts";
 import { writeTxFile } from "./client.ts";
 
 const validatorIdPattern = /^[0-9a-f]{64}$/;
@@ -34,18 +47,6 @@ function readCertificate(file: string): X509Certificate {
       "nodeCert",
     );
   }
-}
-
-function genesisFileOf(flags: ClientFlags & { genesis?: string }): string {
-  if (flags.genesis !== undefined) return flags.genesis;
-  const network = flags.network ?? process.env.CITYCHAIN_NETWORK;
-  if (network === undefined)
-    throw new CodedError(
-      "BAD_REQUEST",
-      "give --genesis (or --network): the set to verify the changes from",
-      "genesis",
-    );
-  return path.join(readNetworkLayout(network).nodes[0]!.dir, "genesis.json");
 }
 
 interface ChangeFlags extends ClientFlags {
@@ -119,34 +120,42 @@ export function registerValidatorCommands(program: Command): void {
       .description("every change of the set since genesis, each verified, and the set now")
       .option("--genesis <file>", "genesis.json to trust (default: the --network's)"),
   ).action(async (flags: ClientFlags & { genesis?: string }) => {
+    const file = genesisPathFromFlags(flags);
+    if (file === undefined)
+      throw new CodedError(
+        "BAD_REQUEST",
+        "give --genesis (or --network): the set to verify the changes from",
+        "genesis",
+      );
     const client = await clientFromFlags(flags);
-    const genesis = checkGenesis(readGenesisFile(genesisFileOf(flags)), nodeX509);
-    let trusted = { height: 1, validators: genesis as ReturnType<typeof validatorsFromJson> };
+    let trusted: TrustedValidatorSet = {
+      height: 1,
+      validators: checkGenesis(readGenesisFile(file), nodeX509),
+    };
     const changes: Array<{ height: number; validators: number; totalPower: number }> = [];
-    for (;;) {
+    // Pages of up to 100 changes each: a bound, far above any real chain's history.
+    for (let page = 0; page < validatorPagesMax; page++) {
       const answer = await client.validatorChanges(trusted.height);
-      trusted = (await followValidatorChanges(trusted, answer.changes)) as typeof trusted;
+      trusted = await followValidatorChanges(trusted, answer.changes);
       for (const c of answer.changes)
         changes.push({
           height: c.height,
           validators: c.validators.length,
           totalPower: c.validators.reduce((sum, v) => sum + v.power, 0),
         });
-      if (!answer.more) {
-        const next = validatorsFromJson(answer.next.validators);
-        const same =
-          next.length === trusted.validators.length &&
-          next.every((v, i) => Buffer.from(v.id).equals(Buffer.from(trusted.validators[i]!.id)));
-        if (!same) throw new VerificationError("the node's current set is not the one its changes lead to");
-        printJson({
-          verified: true,
-          changes,
-          validators: answer.next.validators.map((v) => ({ id: v.id, dept: v.dept, power: v.power })),
-          fromHeight: answer.next.height,
-        });
-        return;
-      }
+      if (answer.more) continue;
+      const next = validatorsFromJson(answer.next.validators);
+      if (!sameValidators(next, validatorsHashOf(trusted.validators)))
+        throw new VerificationError("the node's current set is not the one its changes lead to");
+      printJson({
+        verified: true,
+        changes,
+        validators: answer.next.validators.map((v) => ({ id: v.id, dept: v.dept, power: v.power })),
+        fromHeight: answer.next.height,
+      });
+      return;
     }
+    throw new CodedError("BAD_REQUEST", `more than ${validatorPagesMax} pages of validator changes`);
   });
 
   withChangeOptions(
