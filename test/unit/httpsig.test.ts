@@ -405,6 +405,56 @@ describe("tampering", () => {
   });
 });
 
+describe("where the signature is checked", () => {
+  /** True when `promise` settles before the event loop gets another turn (no thread hop). */
+  async function settlesWithoutLoopTurn(promise: Promise<unknown>): Promise<boolean> {
+    let settled = false;
+    const done = promise.then(
+      () => {
+        settled = true;
+      },
+      () => {
+        settled = true;
+      },
+    );
+    for (let i = 0; i < 20; i++) await Promise.resolve();
+    const early = settled;
+    await done;
+    return early;
+  }
+
+  for (const [label, share, inline] of [
+    ["on the event loop while it is mostly idle", 0.2, true],
+    ["on libuv's pool while the loop is busy", 0.95, false],
+  ] as const) {
+    it(`${label}, with the same verdicts`, async () => {
+      const v = new RequestVerifier({ now: () => nowMs, busyShare: () => share });
+      const good = parseSignedRequest(await signed({ method: "GET", url: "/v1/a" }));
+      assert.equal(await settlesWithoutLoopTurn(v.verify(good, alice.spki)), inline);
+      await assert.rejects(v.verify(good, alice.spki), expectCode("AUTH_REPLAYED"));
+      const other = parseSignedRequest(await signed({ method: "GET", url: "/v1/b" }));
+      const wrongKey = v.verify(other, bob.spki);
+      assert.equal(await settlesWithoutLoopTurn(wrongKey), inline);
+      await assert.rejects(wrongKey, expectCode("AUTH_BAD_SIGNATURE"));
+      // A refused signature leaves no nonce behind: the right key still gets through.
+      await v.verify(other, alice.spki);
+    });
+  }
+
+  it("never inline when the threshold is 0, and refuses a threshold outside 0..1", async () => {
+    const v = new RequestVerifier({ now: () => nowMs, busyShare: () => 0, inlineBelowBusyShare: 0 });
+    const good = parseSignedRequest(await signed({ method: "GET", url: "/v1/a" }));
+    let settled = false;
+    const pending = v.verify(good, alice.spki).then(() => {
+      settled = true;
+    });
+    for (let i = 0; i < 20; i++) await Promise.resolve();
+    assert.equal(settled, false);
+    await pending;
+    assert.throws(() => new RequestVerifier({ now: () => nowMs, inlineBelowBusyShare: 1.5 }));
+  });
+});
+
 describe("time window and replay", () => {
   it("refuses a request created too long ago or too far ahead", async () => {
     const { v } = verifier();
