@@ -15,6 +15,8 @@ const { values: args } = parseArgs({
     connections: { type: "string", default: "4" },
     "proof-reads": { type: "string", default: "20000" },
     "block-interval-ms": { type: "string", default: "25" },
+    /** Validators' pause after a decision (p2p.timeoutCommitMs); default the node's own default. */
+    "timeout-commit-ms": { type: "string" },
     /** Offered rate of the latency phase; default half the measured saturation rate. */
     rate: { type: "string" },
     /** Length of the latency phase; 0 skips it (e.g. to profile saturation alone). */
@@ -99,6 +101,9 @@ async function main() {
   const net = await createProcessNetwork({
     nodes: nodeCount,
     blockIntervalMs: Number(args["block-interval-ms"]),
+    ...(args["timeout-commit-ms"] === undefined
+      ? {}
+      : { timeoutCommitMs: Number(args["timeout-commit-ms"]) }),
   });
   try {
     const children = await Promise.all(Array.from({ length: nodeCount }, (_, i) => net.start(i)));

@@ -103,3 +103,20 @@ describe("signature verdicts from admission", () => {
     assert.ok(node.candidates().length <= Math.min(limit, node.ledger.params().blockTxsMax));
   });
 });
+
+describe("admission racing a commit", () => {
+  it("a transaction committed while its signature was being checked does not re-enter the mempool", async () => {
+    const { node } = net.node;
+    const tx = await signedKvPut("race/committed-meanwhile");
+    const heightBefore = node.ledger.height();
+    // Admission checks the signature off the event loop; before it answers, a block commits the
+    // same transaction (here: put straight into the mempool and produced at once).
+    const admission = node.submit(tx.bytes);
+    node.mempool.add(decodeTx(tx.bytes));
+    (node as unknown as { produceBlock(): void }).produceBlock();
+    assert.equal(node.ledger.height(), heightBefore + 1);
+    const status = await admission;
+    assert.equal(status.status, "committed");
+    assert.equal(node.mempool.has(tx.id), false);
+  });
+});
