@@ -59,7 +59,10 @@ export interface Wal {
   append(records: readonly WalRecord[]): void;
   /** Every record of `height`, in append order. */
   replay(height: number): readonly WalRecord[];
-  /** Drops the records of heights below `height` (they are decided and in the block store). */
+  /**
+   * The records of heights below `height` are no longer needed (decided and in the block store); the
+   * log may drop them now or later, since `replay` is only ever asked for the current height.
+   */
   truncateBelow(height: number): void;
 }
 

@@ -21,6 +21,9 @@ export class SqliteWal implements Wal {
   private readonly prune;
 
   private readonly appendAll: (records: readonly WalRecord[]) => void;
+  /** Heights below this are decided; their records go with the next append's transaction. */
+  private pruneBelow = 0;
+  private prunedBelow = 0;
 
   constructor(db: Database.Database) {
     db.exec(`CREATE TABLE IF NOT EXISTS consensus_wal (
@@ -35,6 +38,10 @@ export class SqliteWal implements Wal {
     );
     this.prune = db.prepare<[number]>("DELETE FROM consensus_wal WHERE height < ?");
     this.appendAll = db.transaction((records: readonly WalRecord[]) => {
+      if (this.pruneBelow > this.prunedBelow) {
+        this.prune.run(this.pruneBelow);
+        this.prunedBelow = this.pruneBelow;
+      }
       for (const record of records) {
         const height = walRecordHeight(record);
         assert(
@@ -55,7 +62,12 @@ export class SqliteWal implements Wal {
     return this.select.all(height).map((row) => decodeWalRecord(row.record));
   }
 
+  /**
+   * Decided heights' records are deleted in the next append's transaction rather than in one of
+   * their own: a write transaction per height fewer, and a crash before that append only leaves
+   * records that `replay` of a later height never reads.
+   */
   truncateBelow(height: number): void {
-    this.prune.run(height);
+    this.pruneBelow = Math.max(this.pruneBelow, height);
   }
 }
