@@ -12,6 +12,7 @@ import type { WalRecord } from "../../src/consensus/wal.ts";
 import { verifyCommit } from "../../src/core/consensus/commit.ts";
 import {
   genesisValidatorSet,
+  nextHeightValidatorSet,
   ProposerSchedule,
   type ValidatorSet,
 } from "../../src/core/consensus/proposer.ts";
@@ -241,9 +242,10 @@ describe("consensus driver", () => {
     assert.equal(node.sentTo.length, 0, "votes right after a decision are late, not lost");
     clock.advance(defaultDriverOptions.catchUpGraceMs);
     node.driver.receive("late", voteBytes(others[2]!, { type: 1, height: 1, round: 0, blockHash: null }));
-    assert.equal(node.sentTo.length, 1);
-    const reply = node.sentTo[0]!;
-    assert.ok(reply.peer === "late" && reply.message.kind === "decision");
+    const toLate = node.sentTo.filter((m) => m.peer === "late");
+    assert.equal(toLate.length, 1);
+    const reply = toLate[0]!;
+    assert.ok(reply.message.kind === "decision");
 
     // A node that missed everything decides height 1 from that reply alone.
     const laggard = chainOf(others[2]!);
@@ -309,5 +311,31 @@ describe("consensus driver", () => {
     );
     assert.ok(sameValue(held[0]!.wire, first) && sameValue(held[1]!.wire, second));
     assert.deepEqual(node.driver.handOver(), [], "handed over once");
+  });
+  it("sends the previous decision to a proposer that stays silent at a new height", () => {
+    const clock = new ManualClock();
+    const chain = chainOf(self);
+    const node = boot(self, new MemoryWal(), chain, clock);
+    const proposer2 = new ProposerSchedule(nextHeightValidatorSet(set)).proposerIndex(0);
+    assert.notEqual(proposer2, self, "precondition: another validator proposes height 2");
+    // Height 1 decided with the votes of height 2's proposer among those counted (each validator
+    // speaks through its own peer).
+    const voters = [proposer2, ...others.filter((i) => i !== proposer2)].slice(0, 2);
+    node.driver.receive(`p${proposer0}`, proposalBytes(proposer0, 0, block.bytes, block.hash));
+    for (const type of [1, 2] as const)
+      for (const i of voters)
+        node.driver.receive(`p${i}`, voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+    assert.equal(chain.height(), 1);
+    assert.equal(node.driver.view()?.height, 2);
+    clock.advance(defaultDriverOptions.proposerNudgeMs - 1);
+    assert.equal(node.sentTo.length, 0, "not before proposerNudgeMs");
+    clock.advance(1);
+    assert.deepEqual(
+      node.sentTo.map((m) => [m.peer, m.message.kind, m.message.kind === "decision" ? m.message.height : 0]),
+      [[`p${proposer2}`, "decision", 1]],
+    );
+    assert.equal(node.driver.counters.proposerNudges, 1);
+    clock.advance(defaultDriverOptions.proposerNudgeMs);
+    assert.equal(node.sentTo.length, 1, "once per height");
   });
 });
