@@ -54,6 +54,7 @@ import {
   type Vote,
   valueKey,
   voteSignBytes,
+  voteTypePrecommit,
 } from "../core/consensus/types.ts";
 import { assert } from "../core/errors.ts";
 import type {
@@ -185,8 +186,11 @@ export class ConsensusDriver {
     readonly wire: Uint8Array;
   }[] = [];
   private readonly catchUpReplies = new Map<PeerId, { height: number; atMs: number }>();
-  /** The peer that last delivered each validator's own verified vote: where to reach it. */
-  private readonly peerOfValidator = new Map<string, PeerId>();
+  /**
+   * Per validator: the peer that last delivered one of its verified votes (where to reach it), and
+   * the last height at which it precommitted a block (it holds that block).
+   */
+  private readonly validatorSeen = new Map<string, { peer: PeerId; blockPrecommitHeight: number }>();
   private nextHeight = -1;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
@@ -304,9 +308,11 @@ export class ConsensusDriver {
     if (proposer === null) return;
     const signer = this.ports.signer;
     if (signer !== null && sameValue(proposer, signer.validatorId)) return;
-    const peer = this.peerOfValidator.get(valueKey(proposer));
-    if (peer === undefined) return;
-    if (this.sendDecision(peer, height - 1)) this.counters.proposerNudges++;
+    const seen = this.validatorSeen.get(valueKey(proposer));
+    // One that precommitted the decided height's block has it, and the precommits (broadcast and
+    // re-sent) let it decide alone: it is slow, not lost, and the block need not go to it again.
+    if (seen === undefined || seen.blockPrecommitHeight >= height - 1) return;
+    if (this.sendDecision(seen.peer, height - 1)) this.counters.proposerNudges++;
   }
 
   /** Reads back what this node signed at `height` before a crash (empty on a clean start). */
@@ -685,8 +691,17 @@ export class ConsensusDriver {
     }
     // Bounded by the validator set (only verified votes of validators get here); a larger set than
     // the bound only loses the nudge (see nudgeProposer), never a message.
-    if (this.peerOfValidator.size >= this.options.catchUpPeersMax) this.peerOfValidator.clear();
-    this.peerOfValidator.set(valueKey(vote.validatorId), from);
+    const key = valueKey(vote.validatorId);
+    const seen = this.validatorSeen.get(key);
+    if (seen === undefined && this.validatorSeen.size >= this.options.catchUpPeersMax)
+      this.validatorSeen.clear();
+    this.validatorSeen.set(key, {
+      peer: from,
+      blockPrecommitHeight:
+        vote.type === voteTypePrecommit && vote.blockHash !== null
+          ? Math.max(vote.height, seen?.blockPrecommitHeight ?? 0)
+          : (seen?.blockPrecommitHeight ?? 0),
+    });
     const slot = `v/${valueKey(vote.validatorId)}/${vote.round}/${vote.type}/${valueKey(vote.blockHash)}`;
     this.remember(slot, { round: vote.round, polRound: -1, wire });
     this.feed({ kind: "vote", vote });

@@ -313,20 +313,26 @@ describe("consensus driver", () => {
     assert.deepEqual(node.driver.handOver(), [], "handed over once");
   });
   it("sends the previous decision to a proposer that stays silent at a new height", () => {
-    const clock = new ManualClock();
-    const chain = chainOf(self);
-    const node = boot(self, new MemoryWal(), chain, clock);
     const proposer2 = new ProposerSchedule(nextHeightValidatorSet(set)).proposerIndex(0);
     assert.notEqual(proposer2, self, "precondition: another validator proposes height 2");
-    // Height 1 decided with the votes of height 2's proposer among those counted (each validator
-    // speaks through its own peer).
-    const voters = [proposer2, ...others.filter((i) => i !== proposer2)].slice(0, 2);
-    node.driver.receive(`p${proposer0}`, proposalBytes(proposer0, 0, block.bytes, block.hash));
-    for (const type of [1, 2] as const)
-      for (const i of voters)
-        node.driver.receive(`p${i}`, voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
-    assert.equal(chain.height(), 1);
-    assert.equal(node.driver.view()?.height, 2);
+    const rest = others.filter((i) => i !== proposer2);
+    /** Height 1 decided at `self`; each validator speaks through its own peer. */
+    const decideHeight1 = (precommitters: number[]) => {
+      const clock = new ManualClock();
+      const chain = chainOf(self);
+      const node = boot(self, new MemoryWal(), chain, clock);
+      node.driver.receive(`p${proposer0}`, proposalBytes(proposer0, 0, block.bytes, block.hash));
+      for (const i of [proposer2, rest[0]!])
+        node.driver.receive(`p${i}`, voteBytes(i, { type: 1, height: 1, round: 0, blockHash: block.hash }));
+      for (const i of precommitters)
+        node.driver.receive(`p${i}`, voteBytes(i, { type: 2, height: 1, round: 0, blockHash: block.hash }));
+      assert.equal(chain.height(), 1);
+      assert.equal(node.driver.view()?.height, 2);
+      return { node, clock };
+    };
+
+    // The proposer prevoted but its precommit never came: it may have missed the decision.
+    const { node, clock } = decideHeight1(rest);
     clock.advance(defaultDriverOptions.proposerNudgeMs - 1);
     assert.equal(node.sentTo.length, 0, "not before proposerNudgeMs");
     clock.advance(1);
@@ -337,5 +343,10 @@ describe("consensus driver", () => {
     assert.equal(node.driver.counters.proposerNudges, 1);
     clock.advance(defaultDriverOptions.proposerNudgeMs);
     assert.equal(node.sentTo.length, 1, "once per height");
+
+    // One that precommitted the block has it and decides alone: it is not sent the block again.
+    const slow = decideHeight1([proposer2, rest[0]!]);
+    slow.clock.advance(defaultDriverOptions.proposerNudgeMs * 2);
+    assert.equal(slow.node.sentTo.length, 0);
   });
 });
