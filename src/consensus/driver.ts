@@ -105,6 +105,9 @@ export interface DriverOptions {
    * proposer the previous height's decision. A proposer that missed that decision waits for a
    * proposal of a height its peers have finished, while they wait for its proposal, and nothing else
    * would move either before their propose timeouts (seen at light load: 1 s lost, p99 1–2 s).
+   * The wait grows to twice the slowest of the last `proposalDelaysKept` round-0 proposals (at most
+   * half the propose timeout), so a proposer that is merely busy (large blocks) is not sent a block
+   * it does not need.
    */
   readonly proposerNudgeMs: number;
 }
@@ -124,6 +127,9 @@ export const defaultDriverOptions: Omit<DriverOptions, "chainId"> = {
   catchUpPeersMax: 1024,
   proposerNudgeMs: 100,
 };
+
+/** Round-0 proposal delays remembered for the nudge's wait (see proposerNudgeMs). */
+export const proposalDelaysKept = 8;
 
 export interface DriverPorts {
   readonly clock: TimerClock;
@@ -191,6 +197,9 @@ export class ConsensusDriver {
    * the last height at which it precommitted a block (it holds that block).
    */
   private readonly validatorSeen = new Map<string, { peer: PeerId; blockPrecommitHeight: number }>();
+  /** Entering a height to its round-0 proposal, ms, for the last heights (newest last). */
+  private readonly proposalDelays: number[] = [];
+  private proposalDelayHeight = -1;
   private nextHeight = -1;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
@@ -296,8 +305,18 @@ export class ConsensusDriver {
     for (const slot of recovered) this.ports.transport.broadcast(slot.wire);
     this.scheduleRebroadcast(height);
     if (this.options.proposerNudgeMs > 0 && height > 1)
-      this.after(this.options.proposerNudgeMs, () => this.nudgeProposer(height));
+      this.after(this.nudgeWaitMs(), () => this.nudgeProposer(height));
     this.drainFuture(height);
+  }
+
+  /**
+   * proposerNudgeMs, or twice the slowest recent round-0 proposal if longer; never more than half
+   * the propose timeout, which the nudge exists to beat.
+   */
+  private nudgeWaitMs(): number {
+    const slowest = Math.max(0, ...this.proposalDelays);
+    const cap = Math.max(this.options.proposerNudgeMs, this.options.machine.timeoutProposeMs / 2);
+    return Math.min(cap, Math.max(this.options.proposerNudgeMs, 2 * slowest));
   }
 
   /** Round 0 of `height` has no proposal yet: the proposer may have missed the last decision. */
@@ -734,6 +753,11 @@ export class ConsensusDriver {
       return;
     }
     this.cacheBlock(hash, blockBytes);
+    if (proposal.round === 0 && this.proposalDelayHeight !== proposal.height) {
+      this.proposalDelayHeight = proposal.height;
+      this.proposalDelays.push(this.ports.clock.now() - this.enteredHeightAtMs);
+      if (this.proposalDelays.length > proposalDelaysKept) this.proposalDelays.shift();
+    }
     this.remember(`p/${proposal.round}/${valueKey(hash)}/${proposal.polRound}`, {
       round: proposal.round,
       polRound: proposal.polRound,

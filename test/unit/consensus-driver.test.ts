@@ -317,10 +317,11 @@ describe("consensus driver", () => {
     assert.notEqual(proposer2, self, "precondition: another validator proposes height 2");
     const rest = others.filter((i) => i !== proposer2);
     /** Height 1 decided at `self`; each validator speaks through its own peer. */
-    const decideHeight1 = (precommitters: number[]) => {
+    const decideHeight1 = (precommitters: number[], proposalAfterMs = 0) => {
       const clock = new ManualClock();
       const chain = chainOf(self);
       const node = boot(self, new MemoryWal(), chain, clock);
+      clock.advance(proposalAfterMs);
       node.driver.receive(`p${proposer0}`, proposalBytes(proposer0, 0, block.bytes, block.hash));
       for (const i of [proposer2, rest[0]!])
         node.driver.receive(`p${i}`, voteBytes(i, { type: 1, height: 1, round: 0, blockHash: block.hash }));
@@ -348,5 +349,12 @@ describe("consensus driver", () => {
     const slow = decideHeight1([proposer2, rest[0]!]);
     slow.clock.advance(defaultDriverOptions.proposerNudgeMs * 2);
     assert.equal(slow.node.sentTo.length, 0);
+
+    // Proposals have been taking 150 ms (big blocks, a busy machine): the wait is twice that.
+    const busy = decideHeight1(rest, 150);
+    busy.clock.advance(299);
+    assert.equal(busy.node.sentTo.length, 0, "a busy proposer is given twice its recent delay");
+    busy.clock.advance(1);
+    assert.equal(busy.node.sentTo.length, 1);
   });
 });
