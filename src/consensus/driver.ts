@@ -197,7 +197,10 @@ export class ConsensusDriver {
    * the last height at which it precommitted a block (it holds that block).
    */
   private readonly validatorSeen = new Map<string, { peer: PeerId; blockPrecommitHeight: number }>();
-  /** Entering a height to its round-0 proposal, ms, for the last heights (newest last). */
+  /**
+   * Entering a height to its round-0 proposal, ms, for the last heights (newest last); heights whose
+   * proposer was nudged are left out.
+   */
   private readonly proposalDelays: number[] = [];
   private proposalDelayHeight = -1;
   private nextHeight = -1;
@@ -331,7 +334,11 @@ export class ConsensusDriver {
     // One that precommitted the decided height's block has it, and the precommits (broadcast and
     // re-sent) let it decide alone: it is slow, not lost, and the block need not go to it again.
     if (seen === undefined || seen.blockPrecommitHeight >= height - 1) return;
-    if (this.sendDecision(seen.peer, height - 1)) this.counters.proposerNudges++;
+    if (this.sendDecision(seen.peer, height - 1)) {
+      this.counters.proposerNudges++;
+      // The proposal that follows measures a lost proposer, not a busy one: not a delay to learn.
+      this.proposalDelayHeight = height;
+    }
   }
 
   /** Reads back what this node signed at `height` before a crash (empty on a clean start). */
