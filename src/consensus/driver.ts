@@ -313,10 +313,11 @@ export class ConsensusDriver {
   }
 
   /**
-   * proposerNudgeMs, or twice the slowest recent round-0 proposal if longer; never more than half
-   * the propose timeout, which the nudge exists to beat.
+   * How long a height waits for round 0's proposal before nudging its proposer: proposerNudgeMs, or
+   * twice the slowest recent round-0 proposal if longer; never more than half the propose timeout,
+   * which the nudge exists to beat. (Public for tests and metrics.)
    */
-  private nudgeWaitMs(): number {
+  nudgeWaitMs(): number {
     const slowest = Math.max(0, ...this.proposalDelays);
     const cap = Math.max(this.options.proposerNudgeMs, this.options.machine.timeoutProposeMs / 2);
     return Math.min(cap, Math.max(this.options.proposerNudgeMs, 2 * slowest));

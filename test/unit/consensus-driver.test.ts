@@ -139,10 +139,11 @@ function proposalBytes(
   round: number,
   blockBytes: Uint8Array,
   blockHash: Uint8Array,
+  height = 1,
 ): Uint8Array {
   const u: UnsignedProposal = {
     chainId,
-    height: 1,
+    height,
     round,
     polRound: -1,
     blockHash,
@@ -329,7 +330,7 @@ describe("consensus driver", () => {
         node.driver.receive(`p${i}`, voteBytes(i, { type: 2, height: 1, round: 0, blockHash: block.hash }));
       assert.equal(chain.height(), 1);
       assert.equal(node.driver.view()?.height, 2);
-      return { node, clock };
+      return { node, clock, chain };
     };
 
     // The proposer prevoted but its precommit never came: it may have missed the decision.
@@ -356,5 +357,18 @@ describe("consensus driver", () => {
     assert.equal(busy.node.sentTo.length, 0, "a busy proposer is given twice its recent delay");
     busy.clock.advance(1);
     assert.equal(busy.node.sentTo.length, 1);
+
+    // The proposal that answers the nudge (300 ms late, because the proposer was lost) is not
+    // learned: the next height waits 300 ms again, not twice 300 (capped at 500).
+    const block2 = busy.chain.proposeBlock(2, 0);
+    busy.node.driver.receive(`p${proposer2}`, proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
+    for (const type of [1, 2] as const)
+      for (const i of rest)
+        busy.node.driver.receive(
+          `p${i}`,
+          voteBytes(i, { type, height: 2, round: 0, blockHash: block2.hash }),
+        );
+    assert.equal(busy.chain.height(), 2);
+    assert.equal(busy.node.driver.nudgeWaitMs(), 300);
   });
 });
