@@ -255,6 +255,35 @@ export const getStatus = {
         syncing: { type: "boolean" },
         validatorId: hex64,
         mempool: { type: "object", properties: { txs: { type: "integer" }, bytes: { type: "integer" } } },
+        network: {
+          type: ["object", "null"],
+          properties: {
+            validator: { type: "boolean" },
+            peers: {
+              type: "array",
+              items: {
+                type: "object",
+                properties: {
+                  nodeId: hex64,
+                  dept: { type: "string" },
+                  role: { type: "string" },
+                  direction: { type: "string" },
+                  height: { type: "integer" },
+                  rttMs: { type: ["number", "null"] },
+                },
+              },
+            },
+            consensus: {
+              type: ["object", "null"],
+              properties: {
+                height: { type: "integer" },
+                round: { type: "integer" },
+                step: { type: "string" },
+              },
+            },
+            counters: { type: "object", additionalProperties: { type: "integer" } },
+          },
+        },
         caller: {
           type: "object",
           properties: {

@@ -34,6 +34,26 @@ export interface ApiOptions {
   readonly logger: boolean;
   /** The node's key node: license decryption, pseudonyms and department keys (absent in tools). */
   readonly keyNode?: LicenseKeyNode;
+  /** The peer network and consensus, for `GET /v1/status` (null or absent in solo mode). */
+  readonly network?: () => NetworkStatus | null;
+}
+
+/** What `GET /v1/status` says of a node in consensus mode (docs/api.md). */
+export interface NetworkStatus {
+  /** Whether this node votes (a validator of the current set, not configured as an observer). */
+  readonly validator: boolean;
+  readonly peers: ReadonlyArray<{
+    readonly nodeId: string;
+    readonly dept: string;
+    readonly role: string;
+    readonly direction: string;
+    readonly height: number;
+    readonly rttMs: number | null;
+  }>;
+  /** Where this node's consensus is, or null while it is catching up or idle between heights. */
+  readonly consensus: { readonly height: number; readonly round: number; readonly step: string } | null;
+  /** Driver counters and transaction-gossip counters since the node started. */
+  readonly counters: Readonly<Record<string, number>>;
 }
 
 export const defaultApiOptions: ApiOptions = {
@@ -291,6 +311,7 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
       syncing: node.syncing,
       validatorId: toHex(node.validatorId),
       mempool: { txs: node.mempool.size, bytes: node.mempool.sizeBytes },
+      network: options.network?.() ?? null,
       caller: {
         certId: request.identity!.certId,
         enrollmentId: request.identity!.enrollmentId,

@@ -8,6 +8,7 @@
  * the blocks it lacks one by one, checks each block's commit certificate (> 2/3 of the voting power)
  * and re-executes it before applying it, answers queries meanwhile, and says it is syncing.
  */
+import type { NetworkStatus } from "../api/server.ts";
 import type { Identity } from "../ca/identity.ts";
 import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../consensus/driver.ts";
 import type { TimerClock, TimerId } from "../consensus/ports.ts";
@@ -260,6 +261,30 @@ export class NetworkNode {
   async start(): Promise<void> {
     await this.network.start();
     this.driver.start();
+  }
+
+  /**
+   * For `GET /v1/status`: the peers (no addresses), where consensus is, and the counters of the
+   * current consensus driver (since it last started) and of transaction gossip (since the node did).
+   */
+  status(): NetworkStatus {
+    const view = this.node.syncing ? null : this.driver.view();
+    const counters: Record<string, number> = {};
+    for (const [key, value] of Object.entries(this.driver.counters)) counters[`consensus.${key}`] = value;
+    for (const [key, value] of Object.entries(this.gossip.stats)) counters[`gossip.${key}`] = value;
+    return {
+      validator: this.isValidator(),
+      peers: this.network.peers().map((p) => ({
+        nodeId: p.nodeId,
+        dept: p.dept,
+        role: p.role,
+        direction: p.direction,
+        height: p.height,
+        rttMs: p.rttMs,
+      })),
+      consensus: view === null ? null : { height: view.height, round: view.round, step: view.step },
+      counters,
+    };
   }
 
   async stop(): Promise<void> {

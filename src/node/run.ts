@@ -107,16 +107,17 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
         passphrase,
       }
     : undefined;
+  let network: NetworkNode | null = null;
   const api = await buildApi(node, () => clock.now(), {
     ...defaultApiOptions,
     bodyBytesMax: config.apiBodyBytesMax,
     logger: options.logger ?? false,
     ...(tls === undefined ? {} : { tls }),
     keyNode,
+    network: () => network?.status() ?? null,
   });
   node.start();
   keyNode.start();
-  let network: NetworkNode | null = null;
   if (config.p2p !== null) {
     const p2p = config.p2p;
     network = new NetworkNode(ledger, node, signer, clock, {

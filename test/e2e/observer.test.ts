@@ -52,4 +52,20 @@ test("an observer joining late catches up, follows new blocks, serves proofs and
     value: utf8("ok"),
   });
   assert.equal(viaObserver.status, "committed");
+
+  // Status shows each node's place in the network: the observer does not vote and sees the three
+  // validators; a validator sees the other two and the observer, and counts the gossiped transaction.
+  type Net = {
+    validator: boolean;
+    peers: Array<{ role: string; dept: string; height: number }>;
+    counters: Record<string, number>;
+  };
+  const observerNet = (await observer.status()).network as Net;
+  assert.equal(observerNet.validator, false);
+  assert.deepEqual(observerNet.peers.map((p) => p.role).sort(), ["validator", "validator", "validator"]);
+  const validatorNet = (await writer.status()).network as Net;
+  assert.equal(validatorNet.validator, true);
+  assert.deepEqual(validatorNet.peers.map((p) => p.role).sort(), ["observer", "validator", "validator"]);
+  assert.ok(validatorNet.counters["gossip.accepted"]! >= 1, JSON.stringify(validatorNet.counters));
+  assert.ok(validatorNet.counters["consensus.decided"]! >= 1);
 });

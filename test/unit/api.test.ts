@@ -181,8 +181,14 @@ describe("request authentication", () => {
     const identity = await net.identityFor("tax.officer");
     const reply = await call(identity, "GET", "/v1/status");
     assert.equal(reply.status, 200, JSON.stringify(reply.body));
-    const body = reply.body as { chainId: string; height: number; caller: Record<string, unknown> };
+    const body = reply.body as {
+      chainId: string;
+      height: number;
+      caller: Record<string, unknown>;
+      network: unknown;
+    };
     assert.equal(body.chainId, chainId);
+    assert.equal(body.network, null, "a solo node has no peer network to report");
     assert.ok(Number.isSafeInteger(body.height) && body.height >= 0);
     assert.deepEqual(body.caller, {
       certId: identity.certId,
