@@ -3,8 +3,8 @@
  * and the public key the API layer resolved for its keyid on the ledger, decide whether to believe it.
  *
  * Three checks, cheapest first: the `created` time is within the skew window, the nonce has not been
- * seen for this key within that window, and the ECDSA P-256 signature verifies. The nonce is recorded only once the signature has verified, so requests nobody
- * signed can never fill the replay cache.
+ * seen for this key within that window, and the ECDSA P-256 signature verifies. The nonce is recorded
+ * only once the signature has verified, so requests nobody signed can never fill the replay cache.
  *
  * Where the signature is checked: on the event loop itself while the loop has time to spare (its busy
  * share over the last ~100 ms below `inlineBelowBusyShare`), otherwise on libuv's thread pool. One
@@ -277,16 +277,20 @@ function parseP256PublicKey(spki: Uint8Array): KeyObject {
   return key;
 }
 
+function checkFailed(error: Error): CodedError {
+  return new CodedError(
+    "AUTH_BAD_SIGNATURE",
+    `signature check failed: ${error.message}`,
+    authHeaders.signature,
+  );
+}
+
 /** crypto.verify without a callback: on the event loop, no thread hop. */
 function verifyHere(key: KeyObject, message: Uint8Array, signature: Uint8Array): boolean {
   try {
     return cryptoVerify("sha256", message, { key, dsaEncoding: "ieee-p1363" }, signature);
   } catch (error) {
-    throw new CodedError(
-      "AUTH_BAD_SIGNATURE",
-      `signature check failed: ${(error as Error).message}`,
-      authHeaders.signature,
-    );
+    throw checkFailed(error as Error);
   }
 }
 
@@ -295,15 +299,7 @@ function verifyOnPool(key: KeyObject, message: Uint8Array, signature: Uint8Array
   return new Promise((resolve, reject) => {
     cryptoVerify("sha256", message, { key, dsaEncoding: "ieee-p1363" }, signature, (error, valid) => {
       if (error === null) resolve(valid);
-      else {
-        reject(
-          new CodedError(
-            "AUTH_BAD_SIGNATURE",
-            `signature check failed: ${error.message}`,
-            authHeaders.signature,
-          ),
-        );
-      }
+      else reject(checkFailed(error));
     });
   });
 }

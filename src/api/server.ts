@@ -17,6 +17,7 @@ import { proofToJson } from "../core/smt-proof.ts";
 import { encodeValidators, stateKeys } from "../core/system-state.ts";
 import { blockToJson, canonicalToJson, commitToJson, headerToJson } from "../core/views.ts";
 import type { LicenseKeyNode } from "../license/key-node.ts";
+import type { NetworkStatus } from "../node/network-node.ts";
 import type { ChainNode, TxStatus } from "../node/node.ts";
 import { sendError, validatorCompiler } from "./http-common.ts";
 import { registerLicenseRoutes } from "./license-routes.ts";
@@ -36,24 +37,6 @@ export interface ApiOptions {
   readonly keyNode?: LicenseKeyNode;
   /** The peer network and consensus, for `GET /v1/status` (null or absent in solo mode). */
   readonly network?: () => NetworkStatus | null;
-}
-
-/** What `GET /v1/status` says of a node in consensus mode (docs/api.md). */
-export interface NetworkStatus {
-  /** Whether this node votes (a validator of the current set, not configured as an observer). */
-  readonly validator: boolean;
-  readonly peers: ReadonlyArray<{
-    readonly nodeId: string;
-    readonly dept: string;
-    readonly role: string;
-    readonly direction: string;
-    readonly height: number;
-    readonly rttMs: number | null;
-  }>;
-  /** Where this node's consensus is, or null while it is catching up or idle between heights. */
-  readonly consensus: { readonly height: number; readonly round: number; readonly step: string } | null;
-  /** Driver counters and transaction-gossip counters since the node started. */
-  readonly counters: Readonly<Record<string, number>>;
 }
 
 export const defaultApiOptions: ApiOptions = {

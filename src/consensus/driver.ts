@@ -202,6 +202,7 @@ export class ConsensusDriver {
    * proposer was nudged are left out.
    */
   private readonly proposalDelays: number[] = [];
+  /** The height whose round-0 delay is settled: recorded, or not to be (its proposer was nudged). */
   private proposalDelayHeight = -1;
   private nextHeight = -1;
   /** The height this node will enter once there is work (waitForWork), or -1. */

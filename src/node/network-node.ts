@@ -8,7 +8,6 @@
  * the blocks it lacks one by one, checks each block's commit certificate (> 2/3 of the voting power)
  * and re-executes it before applying it, answers queries meanwhile, and says it is syncing.
  */
-import type { NetworkStatus } from "../api/server.ts";
 import type { Identity } from "../ca/identity.ts";
 import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../consensus/driver.ts";
 import type { TimerClock, TimerId } from "../consensus/ports.ts";
@@ -132,6 +131,27 @@ function networkLimitsFor(blockBytesMax: number) {
     sendQueueBytesMax: 2 * frameBytesMax + 1024 * 1024,
     inboundBytesBurst: Math.max(64 * 1024 * 1024, 2 * frameBytesMax),
   };
+}
+
+/** What `GET /v1/status` says of a node in consensus mode (docs/api.md). */
+export interface NetworkStatus {
+  /** Whether this node votes (a validator of the current set, not configured as an observer). */
+  readonly validator: boolean;
+  readonly peers: ReadonlyArray<{
+    readonly nodeId: string;
+    readonly dept: string;
+    readonly role: string;
+    readonly direction: string;
+    readonly height: number;
+    readonly rttMs: number | null;
+  }>;
+  /** Where this node's consensus is, or null while it is catching up or idle between heights. */
+  readonly consensus: { readonly height: number; readonly round: number; readonly step: string } | null;
+  /**
+   * `consensus.*`: the current consensus driver's counters (they restart with the driver after
+   * catch-up); `gossip.*`: transaction gossip's, since the node started.
+   */
+  readonly counters: Readonly<Record<string, number>>;
 }
 
 export class NetworkNode {
