@@ -1,4 +1,7 @@
 /**
+ * encodeCanonical's fast path (straight into a buffer) against cborg, which it stands in front of:
+ * for the values the fast path takes, both must write the same bytes.
+ *
  * decodeCanonical's fast path (one pass, no re-encode) against its strict path (cborg decode, then
  * re-encode and compare). The fast path may leave any input to the strict one, but whatever it
  * accepts the strict path must accept with the same value; and it must accept every canonical
@@ -13,6 +16,8 @@ import {
   decodeCanonicalFast,
   decodeCanonicalStrict,
   encodeCanonical,
+  encodeCanonicalFast,
+  encodeCanonicalGeneric,
   fromHex,
 } from "../../src/core/encoding.ts";
 
@@ -211,5 +216,78 @@ describe("decodeCanonical's fast path agrees with the strict path", () => {
     const value = decodeCanonicalFast(bytes) as Uint8Array[];
     bytes.fill(0);
     assert.deepStrictEqual([...value[0]!], [1, 2, 3]);
+  });
+});
+
+/** The bytes alone (cborg hands back a Buffer or a Uint8Array depending on size). */
+function plain(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+describe("encodeCanonical's fast path writes cborg's bytes", () => {
+  it("for generated values, including keys in every order and Buffers (seed 20261208)", () => {
+    const random = prng(20261208);
+    for (let i = 0; i < 3000; i++) {
+      const value = randomValue(random, 0);
+      const fast = encodeCanonicalFast(value);
+      assert.ok(fast !== undefined, `value ${i}: the fast path gave up on plain data`);
+      assert.deepStrictEqual(plain(fast), plain(encodeCanonicalGeneric(value)), `value ${i}`);
+      assert.deepStrictEqual(decodeCanonicalStrict(fast, 1 << 20), decodeCanonicalFast(fast));
+    }
+  });
+
+  it("at the boundaries of every head size and of the integer range", () => {
+    const values: Canonical[] = [];
+    for (const n of [0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER])
+      values.push(n, -n, -n - 1 >= -Number.MAX_SAFE_INTEGER ? -n - 1 : -n);
+    for (const n of [0, 23, 24, 255, 256, 70000]) {
+      values.push(
+        "a".repeat(n),
+        new Uint8Array(n).fill(7),
+        Array.from({ length: Math.min(n, 300) }, () => 1),
+      );
+    }
+    values.push(-0, "é".repeat(40), "😀", Buffer.from([1, 2, 3]), { b: 1, a: 2, aa: 3, "": 4, B: 5 });
+    values.push({ é: 1, z: 2, zz: 3, 日: 4, "😀": 5, e: 6 });
+    for (const value of values) {
+      const fast = encodeCanonicalFast(value);
+      assert.ok(fast !== undefined, `gave up on ${String(value).slice(0, 20)}`);
+      assert.deepStrictEqual(plain(fast), plain(encodeCanonicalGeneric(value)), String(value).slice(0, 20));
+    }
+  });
+
+  it("leaves to cborg what is not plain data, and encodeCanonical still refuses or encodes it as before", () => {
+    const cycle: unknown[] = [];
+    cycle.push(cycle);
+    const outside: unknown[] = [
+      1.5,
+      Number.MAX_SAFE_INTEGER + 1,
+      Number.NaN,
+      undefined,
+      10n,
+      new Map(),
+      new Set(),
+      new Date(0),
+      new Uint16Array(2),
+      "\ud800",
+      Object.create(null),
+      cycle,
+      JSON.parse(`${"[".repeat(70)}${"]".repeat(70)}`),
+    ];
+    outside.forEach((value, i) =>
+      assert.equal(encodeCanonicalFast(value as Canonical), undefined, `case ${i}`),
+    );
+    // Deep nesting is plain data that cborg encodes.
+    const deep = JSON.parse(`${"[".repeat(70)}${"]".repeat(70)}`) as Canonical;
+    assert.deepStrictEqual(decodeCanonicalStrict(encodeCanonical(deep), 1000, -1000), deep);
+    assert.throws(() => encodeCanonical(1.5), /canonical encoding refuses/);
+  });
+
+  it("is not confused by a getter that encodes while it encodes", () => {
+    const sneaky = {};
+    Object.defineProperty(sneaky, "a", { enumerable: true, get: () => encodeCanonical([1, 2, 3]) });
+    // Not a plain value of the data model, but whatever path takes it, the bytes must be consistent.
+    const bytes = encodeCanonical(sneaky as Canonical);
+    assert.deepStrictEqual(decodeCanonicalStrict(bytes, 100), { a: encodeCanonical([1, 2, 3]) });
   });
 });
