@@ -83,6 +83,8 @@ export class Ledger {
   private readonly verdicts = new WeakMap<Tx, Array<{ readonly spki: Uint8Array; readonly ok: boolean }>>();
   /** Transactions decoded at admission, by a hash of their bytes, so a block's are not decoded again. */
   private readonly decodedTxs = new Map<string, Tx>();
+  /** The decodedTxs key of each transaction in it, so a commit removes them without hashing again. */
+  private readonly decodedKeys = new WeakMap<Tx, string>();
   readonly tree: SparseMerkleTree;
   readonly state: CachedState;
   private latestBlock: Block;
@@ -212,7 +214,9 @@ export class Ledger {
   rememberDecoded(tx: Tx): void {
     if (this.decodedTxs.size >= decodedTxsMax)
       this.decodedTxs.delete(this.decodedTxs.keys().next().value as string);
-    this.decodedTxs.set(txBytesKey(tx.bytes), tx);
+    const key = txBytesKey(tx.bytes);
+    this.decodedTxs.set(key, tx);
+    this.decodedKeys.set(tx, key);
   }
 
   // ---- signature verdicts ----
@@ -408,7 +412,12 @@ export class Ledger {
     });
     this.tree.commit(prepared.tree);
     this.state.applyCommitted(execution.writes);
-    for (const tx of execution.included) this.decodedTxs.delete(txBytesKey(tx.bytes));
+    // By the key kept at admission, not hashed again. A transaction decoded by the block check is
+    // not in the map (a copy admitted meanwhile stays until it ages out; the map is bounded).
+    for (const tx of execution.included) {
+      const key = this.decodedKeys.get(tx);
+      if (key !== undefined) this.decodedTxs.delete(key);
+    }
     this.latestBlock = block;
     if (change !== null) {
       if (this.validatorHistory.length === 0)
