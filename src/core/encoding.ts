@@ -76,6 +76,8 @@ export function encodeCanonicalGeneric(value: Canonical): Uint8Array {
 // the same bytes for what the fast path takes (test/unit/canonical-fast.test.ts compares them).
 
 const encodeFastDepthMax = 64;
+/** The scratch buffer is kept up to this size between encodings. */
+const encodeScratchKeptBytesMax = 8 * 1024 * 1024;
 /** Below this many characters a string is written by a loop while it is ASCII. */
 const shortStringChars = 32;
 
@@ -241,8 +243,8 @@ export function encodeCanonicalFast(value: Canonical): Uint8Array | undefined {
     return writer.buffer.slice(0, writer.at);
   } finally {
     writer.busy = false;
-    // A rare huge value does not keep its buffer for good.
-    if (writer.buffer.length > 1 << 20) writer.buffer = new Uint8Array(4096);
+    // Blocks of a few MiB keep their buffer (no regrowing per block); a rare larger value does not.
+    if (writer.buffer.length > encodeScratchKeptBytesMax) writer.buffer = new Uint8Array(4096);
   }
 }
 
