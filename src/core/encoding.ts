@@ -280,16 +280,18 @@ export function decodeCanonicalStrict(bytes: Uint8Array, bytesMax: number, depth
 // with its own error: the fast path can make decoding cheaper, never change its outcome
 // (test/unit/encoding.test.ts compares both on generated and mutated input).
 
-/** Returned by the fast reader for anything it leaves to the strict path; never escapes it. */
-const leaveToStrict = Symbol("leave to the strict decoder");
+/** Returned by the fast reader for anything it leaves to the strict path; never escapes a decoder. */
+export const leaveToStrict: unique symbol = Symbol("leave to the strict decoder");
 const fatalUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-class CanonicalReader {
+/** A cursor over canonical CBOR; the transaction envelope's hand reader (tx.ts) builds on it. */
+export class CanonicalReader {
   at = 0;
+  /** The major type of the last head read. */
+  major = 0;
   constructor(readonly bytes: Uint8Array) {}
 
-  /** The argument of the head at `at` in shortest form, or leaveToStrict; sets `major`. */
-  major = 0;
+  /** The argument of the head at `at` if it is in shortest form, else leaveToStrict; sets `major`. */
   head(): number | typeof leaveToStrict {
     const bytes = this.bytes;
     if (this.at >= bytes.length) return leaveToStrict;

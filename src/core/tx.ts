@@ -12,7 +12,16 @@
  * names its sender (the first signer's certificate id), as Fabric binds the creator into its
  * transaction id: nobody else can sign a copy of someone's body and spend its id first.
  */
-import { bytesEqual, type Canonical, decodeCanonical, encodeCanonical, toHex, utf8 } from "./encoding.ts";
+import {
+  bytesEqual,
+  type Canonical,
+  CanonicalReader,
+  decodeCanonical,
+  encodeCanonical,
+  leaveToStrict,
+  toHex,
+  utf8,
+} from "./encoding.ts";
 import { CodedError } from "./errors.ts";
 import { sha256 } from "./hash.ts";
 import { isCanonicalP256Signature } from "./signature.ts";
@@ -180,65 +189,21 @@ const majorSimple = 7;
 /** Thrown inside the fast reader to hand the input to the strict decoder; never escapes decodeTxFast. */
 const notFast = new Error("not on the fast path");
 
-/** Fatal on bad UTF-8, and a leading BOM is kept as a character, as the strict decoder keeps it. */
-const fastTextDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
 /**
- * A cursor over canonical CBOR heads. Every head must be in its shortest form (RFC 8949 §4.2.1) and
- * of definite length; lengths and integers must be safe integers. Anything else throws `notFast`.
+ * A cursor over canonical CBOR heads: the canonical decoder's reader (shortest forms, definite
+ * lengths, safe integers, text as the strict decoder reads it) with a throw where that reader
+ * would leave the input to the strict path.
  */
-class HeadReader {
-  at = 0;
-  major = 0;
-
-  constructor(readonly bytes: Uint8Array) {}
-
+class HeadReader extends CanonicalReader {
   /** Reads one head; sets `major` and returns its argument. */
-  head(): number {
-    const bytes = this.bytes;
-    if (this.at >= bytes.length) throw notFast;
-    const initial = bytes[this.at++]!;
-    this.major = initial >> 5;
-    const info = initial & 31;
-    if (info < 24) return info;
-    let value: number;
-    if (info === 24) {
-      if (this.at + 1 > bytes.length) throw notFast;
-      value = bytes[this.at]!;
-      this.at += 1;
-      if (value < 24) throw notFast;
-    } else if (info === 25) {
-      if (this.at + 2 > bytes.length) throw notFast;
-      value = (bytes[this.at]! << 8) | bytes[this.at + 1]!;
-      this.at += 2;
-      if (value < 0x100) throw notFast;
-    } else if (info === 26) {
-      if (this.at + 4 > bytes.length) throw notFast;
-      value =
-        bytes[this.at]! * 0x1000000 +
-        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
-      this.at += 4;
-      if (value < 0x10000) throw notFast;
-    } else if (info === 27) {
-      if (this.at + 8 > bytes.length) throw notFast;
-      const high =
-        bytes[this.at]! * 0x1000000 +
-        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
-      const low =
-        bytes[this.at + 4]! * 0x1000000 +
-        ((bytes[this.at + 5]! << 16) | (bytes[this.at + 6]! << 8) | bytes[this.at + 7]!);
-      this.at += 8;
-      if (high === 0 || high > 0x1fffff) throw notFast; // not shortest, or beyond 2^53 - 1
-      value = high * 0x100000000 + low;
-      if (!Number.isSafeInteger(value)) throw notFast;
-    } else {
-      throw notFast; // reserved, or indefinite length
-    }
+  need(): number {
+    const value = this.head();
+    if (value === leaveToStrict) throw notFast;
     return value;
   }
 
   expect(major: number): number {
-    const value = this.head();
+    const value = this.need();
     if (this.major !== major) throw notFast;
     return value;
   }
@@ -250,8 +215,9 @@ class HeadReader {
   }
 
   textString(): string {
-    const length = this.expect(majorText);
-    return fastTextDecoder.decode(this.view(length));
+    const text = this.text(this.expect(majorText));
+    if (text === leaveToStrict) throw notFast;
+    return text;
   }
 
   private view(length: number): Uint8Array {
@@ -270,7 +236,7 @@ class HeadReader {
     let items = 1;
     while (items > 0) {
       items--;
-      const argument = this.head();
+      const argument = this.need();
       switch (this.major) {
         case majorBytes:
         case majorText:

@@ -274,9 +274,9 @@ describe("encodeCanonical's fast path writes cborg's bytes", () => {
       cycle,
       JSON.parse(`${"[".repeat(70)}${"]".repeat(70)}`),
     ];
-    outside.forEach((value, i) =>
-      assert.equal(encodeCanonicalFast(value as Canonical), undefined, `case ${i}`),
-    );
+    for (const [i, value] of outside.entries()) {
+      assert.equal(encodeCanonicalFast(value as Canonical), undefined, `case ${i}`);
+    }
     // Deep nesting is plain data that cborg encodes.
     const deep = JSON.parse(`${"[".repeat(70)}${"]".repeat(70)}`) as Canonical;
     assert.deepStrictEqual(decodeCanonicalStrict(encodeCanonical(deep), 1000, -1000), deep);
