@@ -19,22 +19,11 @@ import {
   verifyProof,
   verifyProofHashes,
 } from "../../src/core/smt-proof.ts";
+import { prng } from "../helpers/prng.ts";
 
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex");
 const zero32 = new Uint8Array(32);
-
-/** Seeded PRNG (mulberry32), so a failing run is reproduced by its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---- Reference: the spec read literally, over a plain map of keyHash -> valueHash -------------
 

@@ -20,6 +20,7 @@ import {
 import { CodedError } from "../../src/core/errors.ts";
 import { sha256 } from "../../src/core/hash.ts";
 import { decodeTx, decodeTxFast, decodeTxStrict, encodeTx, type Tx } from "../../src/core/tx.ts";
+import { prng } from "../helpers/prng.ts";
 
 const vectors = JSON.parse(
   readFileSync(fileURLToPath(new URL("../vectors/encoding.json", import.meta.url)), "utf8"),
@@ -27,18 +28,6 @@ const vectors = JSON.parse(
   tx: { txHex: string; bodyHex: string };
   canonical: Array<{ name: string; hex: string }>;
 };
-
-/** Deterministic: a failure names its seed and case, and reruns the same inputs. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const certDer = utf8("citychain test certificate stand-in");
 const certId = sha256(certDer);
