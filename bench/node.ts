@@ -94,6 +94,19 @@ async function heightsPastRoundZero(client: CitychainClient, from: number, to: n
   return { late, heights: Math.max(0, to - from) };
 }
 
+/** Transaction copies the nodes sent each other and those a node already had, summed (`GET /v1/status`). */
+async function gossipCopies(perNode: CitychainClient[]) {
+  let forwarded = 0;
+  let duplicates = 0;
+  for (const client of perNode) {
+    const status = (await client.status()) as { network?: { counters?: Record<string, number> } | null };
+    const counters = status.network?.counters ?? {};
+    forwarded += counters["gossip.forwardedTxs"] ?? 0;
+    duplicates += counters["gossip.duplicates"] ?? 0;
+  }
+  return { forwarded, duplicates };
+}
+
 async function main() {
   process.stdout.write(
     `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
@@ -141,6 +154,7 @@ async function main() {
     });
     const roundProbe = clients[0]!;
     const heightBeforeSaturation = (await roundProbe.status()).height;
+    const gossipBefore = await gossipCopies(clients.slice(0, nodeCount));
     const sat = await measure(pid, async () => {
       let next = 0;
       let refused = 0;
@@ -162,6 +176,7 @@ async function main() {
         ? await heightsPastRoundZero(roundProbe, heightBeforeSaturation, heightAfterSaturation)
         : null;
     const tps = committed / sat.seconds;
+    const gossipAfter = await gossipCopies(clients.slice(0, nodeCount));
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
@@ -170,6 +185,10 @@ async function main() {
         (satRounds === null
           ? ""
           : `; heights decided after round 0: ${satRounds.late} of ${satRounds.heights}`) +
+        (nodeCount > 1 && senderCount >= nodeCount
+          ? `; gossip: ${((gossipAfter.forwarded - gossipBefore.forwarded) / committed).toFixed(2)} copies sent per tx,` +
+            ` ${((gossipAfter.duplicates - gossipBefore.duplicates) / committed).toFixed(2)} received twice`
+          : "") +
         "\n",
     );
 

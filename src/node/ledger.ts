@@ -211,12 +211,21 @@ export class Ledger {
   }
 
   /** Remembers a transaction decoded at admission for the block that will carry it (bounded). */
-  rememberDecoded(tx: Tx): void {
+  /**
+   * Keeps an admitted transaction for the blocks that will carry it, and returns its key (the
+   * SHA-256 of its bytes in base64, `txBytesKey`); a caller that has the key already passes it.
+   */
+  rememberDecoded(tx: Tx, key: string = txBytesKey(tx.bytes)): string {
     if (this.decodedTxs.size >= decodedTxsMax)
       this.decodedTxs.delete(this.decodedTxs.keys().next().value as string);
-    const key = txBytesKey(tx.bytes);
     this.decodedTxs.set(key, tx);
     this.decodedKeys.set(tx, key);
+    return key;
+  }
+
+  /** The admitted, uncommitted transaction with these bytes' key, if still kept. */
+  rememberedTx(key: string): Tx | undefined {
+    return this.decodedTxs.get(key);
   }
 
   // ---- signature verdicts ----
@@ -466,8 +475,11 @@ function changeProofKey(height: number): string {
 
 export const decodedTxsMax = 200_000;
 
-/** Identity of transaction bytes: a native hash is ~10x cheaper than decoding them again. */
-function txBytesKey(bytes: Uint8Array): string {
+/**
+ * Identity of transaction bytes: a native hash is ~10x cheaper than decoding them again. Gossip names
+ * transactions the same way, so it hands its id to admission instead of hashing twice.
+ */
+export function txBytesKey(bytes: Uint8Array): string {
   return nodeHash("sha256", bytes, "base64");
 }
 

@@ -28,7 +28,7 @@ import { SqliteWal } from "../storage/consensus-wal.ts";
 import type { Clock } from "./clock.ts";
 import { LedgerApplication } from "./consensus-app.ts";
 import type { NodeSigner } from "./crypto-node.ts";
-import type { Ledger } from "./ledger.ts";
+import { type Ledger, txBytesKey } from "./ledger.ts";
 import type { ChainNode } from "./node.ts";
 
 export interface NetworkNodeOptions {
@@ -208,9 +208,14 @@ export class NetworkNode {
       ...(options.logger === undefined ? {} : { logger: options.logger }),
     });
     this.gossip = new TxGossip(this.network, {
-      admit: async (bytes) => {
+      txIdOf: txBytesKey,
+      stillPending: (txId) => {
+        const tx = ledger.rememberedTx(txId);
+        return tx !== undefined && node.mempool.has(tx.id);
+      },
+      admit: async (bytes, _from, txId) => {
         try {
-          const status = await node.submit(bytes);
+          const status = await node.submit(bytes, txId);
           return status.status === "rejected" ? "rejected" : "accepted";
         } catch (error) {
           if (error instanceof CodedError && error.code === "SIGNATURE_INVALID") return "misbehaving";
@@ -218,8 +223,8 @@ export class NetworkNode {
         }
       },
     });
-    node.onAdmitted = (tx) => {
-      this.gossip.publish(tx.bytes);
+    node.onAdmitted = (tx, bytesKey) => {
+      this.gossip.publish(tx.bytes, bytesKey);
       this.driver.wake();
     };
     this.network.subscribe({

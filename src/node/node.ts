@@ -83,8 +83,8 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   private stopped = false;
   private lastCommit: Commit | null;
   readonly validatorId: Uint8Array;
-  /** Set by the network layer: a newly admitted transaction to pass on to peers. */
-  onAdmitted: ((tx: Tx) => void) | null = null;
+  /** Set by the network layer: a newly admitted transaction, with its bytes' key, to pass on to peers. */
+  onAdmitted: ((tx: Tx, bytesKey: string) => void) | null = null;
   /** Set by the network layer while the node fetches blocks it missed. */
   syncing = false;
 
@@ -141,9 +141,10 @@ export class ChainNode extends EventEmitter<NodeEvents> {
 
   /**
    * Admits a transaction. Idempotent: a transaction already pending or committed answers with its
-   * status instead of an error, so a client may resend after a timeout without fear.
+   * status instead of an error, so a client may resend after a timeout without fear. `bytesKey` is
+   * the bytes' `txBytesKey` when the caller has computed it (gossip has).
    */
-  async submit(bytes: Uint8Array): Promise<TxStatus> {
+  async submit(bytes: Uint8Array, bytesKey?: string): Promise<TxStatus> {
     if (this.stopped) throw new CodedError("NODE_STOPPING", "the node is stopping");
     const params = this.ledger.params();
     const tx = decodeTx(bytes, params.txBytesMax);
@@ -181,9 +182,9 @@ export class ChainNode extends EventEmitter<NodeEvents> {
       return this.status(tx.id);
     this.mempool.add(tx);
     // A peer's proposal carrying it finds this object, with its verdicts, instead of decoding again.
-    this.ledger.rememberDecoded(tx);
+    const key = this.ledger.rememberDecoded(tx, bytesKey);
     this.rejected.delete(tx.id);
-    this.onAdmitted?.(tx);
+    this.onAdmitted?.(tx, key);
     this.schedule();
     return { txId: tx.id, status: "pending" };
   }

@@ -5,6 +5,11 @@
  *   node's mempool decides), forwarded once to each peer, and never to a peer that sent it to us.
  *   A transaction the mempool refuses is not forwarded at all, so gossip cannot loop even after the
  *   cache forgets an id: the mempool's own de-duplication stops it.
+ * - A node offers a transaction from its own API to every peer at once. One that arrived by gossip
+ *   is relayed only after `relayDelayMs`, if the node still holds it then, and only to peers that
+ *   have not sent it meanwhile. Validators and observers are meshed, so the first offer reaches
+ *   everyone and the relay is the fallback for a link that is down; relaying at once made each
+ *   transaction cross the network ~6.7 times among four validators, where 3 copies do.
  * - Forwarded transactions wait briefly in a batch per peer and go out many to a frame (up to
  *   batchTxsMax / batchBytesMax), so gossip at thousands of transactions per second costs tens of
  *   frames, not thousands. A peer that sends us a transaction while it waits in that peer's batch
@@ -42,8 +47,12 @@ export interface GossipNetwork {
 }
 
 export interface TxGossipOptions {
-  /** Must not throw: a throw or rejection is logged and counted as "rejected". */
-  readonly admit: (txBytes: Uint8Array, fromPeerId: string) => TxAdmission | Promise<TxAdmission>;
+  /** Must not throw: a throw or rejection is logged and counted as "rejected". `txId` is `txIdOf`'s. */
+  readonly admit: (
+    txBytes: Uint8Array,
+    fromPeerId: string,
+    txId: string,
+  ) => TxAdmission | Promise<TxAdmission>;
   /** Gossip's notion of a transaction's identity; default: SHA-256 (base64) of its bytes. */
   readonly txIdOf?: (txBytes: Uint8Array) => string;
   /** Transaction ids remembered, oldest forgotten first. */
@@ -54,6 +63,15 @@ export interface TxGossipOptions {
   readonly batchBytesMax?: number;
   /** Longest a forwarded transaction waits for company before its batch is sent, ms. */
   readonly batchDelayMs?: number;
+  /** How long a transaction received by gossip waits before it is relayed, ms; 0 relays at once. */
+  readonly relayDelayMs?: number;
+  /** Relays waiting at once; beyond it a transaction is relayed without waiting. */
+  readonly relaysWaitingMax?: number;
+  /**
+   * Whether the node still holds a transaction (by gossip's id) when its relay is due; one it has
+   * committed or dropped meanwhile is not relayed. Default: always.
+   */
+  readonly stillPending?: (txId: string) => boolean;
   /** Admissions awaiting the node's verdict at once; beyond it new gossip is ignored. */
   readonly admissionsInFlightMax?: number;
   readonly clock?: NetworkClock;
@@ -72,6 +90,16 @@ export interface TxGossipStats {
   /** Transaction copies handed to peers' send queues, and the frames that carried them. */
   forwardedTxs: number;
   forwardedBatches: number;
+  /** Relays that were due and sent, and those dropped because the node no longer held the transaction. */
+  relayed: number;
+  relaysSkipped: number;
+}
+
+interface Relay {
+  readonly txBytes: Uint8Array;
+  /** Peers that sent the transaction to us, before and while the relay waited. */
+  readonly senders: Set<string>;
+  readonly dueMs: number;
 }
 
 interface Batch {
@@ -83,6 +111,8 @@ const defaults = {
   seenTxsMax: 100_000,
   batchBytesMax: 1024 * 1024,
   batchDelayMs: 10,
+  relayDelayMs: 1000,
+  relaysWaitingMax: 100_000,
   admissionsInFlightMax: 10_000,
 } as const;
 
@@ -96,21 +126,28 @@ export class TxGossip {
     overloaded: 0,
     forwardedTxs: 0,
     forwardedBatches: 0,
+    relayed: 0,
+    relaysSkipped: 0,
   };
   private readonly seen = new Map<string, true>();
   /** Transactions awaiting the node's verdict, with every peer that sent them meanwhile. */
   private readonly admitting = new Map<string, Set<string>>();
   private readonly batches = new Map<string, Batch>();
+  /** Relays by transaction id; the delay is fixed, so insertion order is due order. */
+  private readonly relays = new Map<string, Relay>();
   private readonly txIdOf: (txBytes: Uint8Array) => string;
   private readonly seenTxsMax: number;
   private readonly batchTxsMax: number;
   private readonly batchBytesMax: number;
   private readonly batchDelayMs: number;
+  private readonly relayDelayMs: number;
+  private readonly relaysWaitingMax: number;
   private readonly admissionsInFlightMax: number;
   private readonly clock: NetworkClock;
   private readonly logger: Logger;
   private readonly unsubscribe: () => void;
   private flushTimer: TimerHandle | null = null;
+  private relayTimer: TimerHandle | null = null;
 
   constructor(
     private readonly network: GossipNetwork,
@@ -121,10 +158,16 @@ export class TxGossip {
     this.batchTxsMax = options.batchTxsMax ?? network.limits.txsPerMessageMax;
     this.batchBytesMax = options.batchBytesMax ?? defaults.batchBytesMax;
     this.batchDelayMs = options.batchDelayMs ?? defaults.batchDelayMs;
+    this.relayDelayMs = options.relayDelayMs ?? defaults.relayDelayMs;
+    this.relaysWaitingMax = options.relaysWaitingMax ?? defaults.relaysWaitingMax;
     this.admissionsInFlightMax = options.admissionsInFlightMax ?? defaults.admissionsInFlightMax;
     this.clock = options.clock ?? systemNetworkClock;
     this.logger = options.logger ?? silentLogger;
-    assert(this.seenTxsMax >= 1 && this.admissionsInFlightMax >= 1, "gossip bounds are positive");
+    assert(
+      this.seenTxsMax >= 1 && this.admissionsInFlightMax >= 1 && this.relaysWaitingMax >= 1,
+      "gossip bounds are positive",
+    );
+    assert(this.relayDelayMs >= 0, "relayDelayMs is not negative");
     assert(
       this.batchTxsMax >= 1 && this.batchTxsMax <= network.limits.txsPerMessageMax,
       "batchTxsMax is 1..txsPerMessageMax",
@@ -145,9 +188,11 @@ export class TxGossip {
     });
   }
 
-  /** A transaction the node admitted itself (from its API): offered to every peer. */
-  publish(txBytes: Uint8Array): boolean {
-    const txId = this.txIdOf(txBytes);
+  /**
+   * A transaction the node admitted itself (from its API): offered to every peer. `txId`, when the
+   * caller has it, must be what `txIdOf` gives for these bytes.
+   */
+  publish(txBytes: Uint8Array, txId: string = this.txIdOf(txBytes)): boolean {
     if (this.seen.has(txId)) return false;
     this.remember(txId);
     this.forward(txId, txBytes, new Set());
@@ -165,7 +210,10 @@ export class TxGossip {
     this.unsubscribe();
     this.flushTimer?.cancel();
     this.flushTimer = null;
+    this.relayTimer?.cancel();
+    this.relayTimer = null;
     this.batches.clear();
+    this.relays.clear();
   }
 
   // ---- inbound ----
@@ -181,7 +229,7 @@ export class TxGossip {
     const txId = this.txIdOf(txBytes);
     if (this.seen.has(txId)) {
       this.stats.duplicates++;
-      this.admitting.get(txId)?.add(fromPeerId);
+      (this.admitting.get(txId) ?? this.relays.get(txId)?.senders)?.add(fromPeerId);
       this.unbatch(fromPeerId, txId);
       return;
     }
@@ -198,7 +246,7 @@ export class TxGossip {
   private admit(txId: string, txBytes: Uint8Array, fromPeerId: string): void {
     let verdict: TxAdmission | Promise<TxAdmission>;
     try {
-      verdict = this.options.admit(txBytes, fromPeerId);
+      verdict = this.options.admit(txBytes, fromPeerId, txId);
     } catch (error) {
       verdict = Promise.reject(error);
     }
@@ -221,7 +269,7 @@ export class TxGossip {
     switch (verdict) {
       case "accepted":
         this.stats.accepted++;
-        this.forward(txId, txBytes, senders);
+        this.relayLater(txId, txBytes, senders);
         return;
       case "rejected":
         this.stats.rejected++;
@@ -234,6 +282,40 @@ export class TxGossip {
   }
 
   // ---- outbound ----
+
+  private relayLater(txId: string, txBytes: Uint8Array, senders: Set<string>): void {
+    if (this.relayDelayMs === 0 || this.relays.size >= this.relaysWaitingMax) {
+      this.forward(txId, txBytes, senders);
+      return;
+    }
+    this.relays.set(txId, { txBytes, senders, dueMs: this.clock.now() + this.relayDelayMs });
+    this.armRelayTimer();
+  }
+
+  private armRelayTimer(): void {
+    if (this.relayTimer !== null) return;
+    const next = this.relays.values().next();
+    if (next.done === true) return;
+    this.relayTimer = this.clock.setTimer(Math.max(0, next.value.dueMs - this.clock.now()), () => {
+      this.relayTimer = null;
+      this.relayDue();
+    });
+  }
+
+  private relayDue(): void {
+    const now = this.clock.now();
+    for (const [txId, relay] of this.relays) {
+      if (relay.dueMs > now) break;
+      this.relays.delete(txId);
+      if (this.options.stillPending?.(txId) === false) {
+        this.stats.relaysSkipped++;
+        continue;
+      }
+      this.stats.relayed++;
+      this.forward(txId, relay.txBytes, relay.senders);
+    }
+    this.armRelayTimer();
+  }
 
   private forward(txId: string, txBytes: Uint8Array, except: ReadonlySet<string>): void {
     for (const peerId of this.network.peerIds()) {

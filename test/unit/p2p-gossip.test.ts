@@ -1,7 +1,7 @@
 /**
  * Transaction gossip against a scripted network and a manual clock: batching limits, the seen-cache
- * bound, admission in flight, and taking a transaction out of a peer's batch when that peer sends
- * it to us first. The socket-level behaviour is in p2p.test.ts.
+ * bound, admission in flight, taking a transaction out of a peer's batch when that peer sends it to
+ * us first, and the delayed relay. The socket-level behaviour is in p2p.test.ts.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -62,7 +62,11 @@ class ManualClock implements NetworkClock {
 
 const bytesOf = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
-const sortedSends = (network: FakeNetwork) => network.sent.map((s) => `${s.to}:${s.txs.join(",")}`).sort();
+const sortedSends = (network: FakeNetwork, from = 0) =>
+  network.sent
+    .slice(from)
+    .map((s) => `${s.to}:${s.txs.join(",")}`)
+    .sort();
 
 function setup(
   options: { admit?: (tx: Uint8Array, from: string) => TxAdmission | Promise<TxAdmission> } & Record<
@@ -76,6 +80,8 @@ function setup(
     admit: () => "accepted",
     txIdOf: text,
     batchDelayMs: 10,
+    // Relays at once unless a test says otherwise, so batching is seen on its own.
+    relayDelayMs: 0,
     clock,
     ...options,
   });
@@ -162,6 +168,44 @@ describe("tx gossip", () => {
     network.deliver("p1", "b");
     assert.equal(gossip.stats.overloaded, 2, "b is still new, not a duplicate");
     assert.equal(gossip.stats.duplicates, 0);
+  });
+
+  it("offers its own transactions at once but relays gossip only after relayDelayMs", () => {
+    const pending = new Set(["a", "b", "c"]);
+    const { network, clock, gossip } = setup({
+      relayDelayMs: 100,
+      stillPending: (txId: string) => pending.has(txId),
+    });
+    gossip.publish(bytesOf("own"));
+    network.deliver("p1", "a", "b");
+    clock.advance(10);
+    assert.deepEqual(sortedSends(network), ["p1:own", "p2:own", "p3:own"], "only the node's own");
+    network.deliver("p2", "a");
+    network.deliver("p3", "c");
+    pending.delete("b");
+    clock.advance(89);
+    assert.equal(network.sent.length, 3, "a and b are not due before 100 ms");
+    clock.advance(1);
+    clock.advance(10);
+    assert.deepEqual(
+      sortedSends(network, 3),
+      ["p3:a"],
+      "a goes only to the peer that has not sent it; b was committed meanwhile",
+    );
+    clock.advance(100);
+    assert.deepEqual(sortedSends(network, 4), ["p1:c", "p2:c"], "c, 100 ms after it came");
+    assert.equal(gossip.stats.relayed, 2);
+    assert.equal(gossip.stats.relaysSkipped, 1);
+  });
+
+  it("relays at once when relaysWaitingMax relays already wait, and relays nothing after close", () => {
+    const { network, clock, gossip } = setup({ relayDelayMs: 100, relaysWaitingMax: 1 });
+    network.deliver("p1", "a", "b");
+    clock.advance(10);
+    assert.deepEqual(sortedSends(network), ["p2:b", "p3:b"], "b found the queue full");
+    gossip.close();
+    clock.advance(200);
+    assert.equal(network.sent.length, 2, "a was dropped with the queue");
   });
 
   it("forgets a peer's batch when the peer goes down, and stops on close", () => {
