@@ -190,6 +190,11 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   }
 
   status(txId: string): TxStatus {
+    // Every commit path (consensus, catch-up, solo) removes a block's transactions from the mempool
+    // in the same synchronous step as it stores them (afterCommit), so a pending transaction is not
+    // committed, and the store lookup is spared for it: a client that waits for its commit asks
+    // right after submitting.
+    if (this.mempool.has(txId)) return { txId, status: "pending" };
     const stored = this.ledger.store.getTx(txId);
     if (stored !== undefined) {
       return {
@@ -202,7 +207,6 @@ export class ChainNode extends EventEmitter<NodeEvents> {
         data: stored.data,
       };
     }
-    if (this.mempool.has(txId)) return { txId, status: "pending" };
     return (
       this.rejected.get(txId) ?? {
         txId,
