@@ -210,10 +210,9 @@ export class Ledger {
     return this.tree.getProof(utf8(key)).proof;
   }
 
-  /** Remembers a transaction decoded at admission for the block that will carry it (bounded). */
   /**
-   * Keeps an admitted transaction for the blocks that will carry it, and returns its key (the
-   * SHA-256 of its bytes in base64, `txBytesKey`); a caller that has the key already passes it.
+   * Keeps a transaction decoded at admission for the block that will carry it (bounded), and
+   * returns its key (`txBytesKey` of its bytes); a caller that has the key already passes it.
    */
   rememberDecoded(tx: Tx, key: string = txBytesKey(tx.bytes)): string {
     if (this.decodedTxs.size >= decodedTxsMax)
