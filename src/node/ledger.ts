@@ -81,6 +81,13 @@ export class Ledger {
    * mempool and decodedTxs hold them, both bounded).
    */
   private readonly verdicts = new WeakMap<Tx, Array<{ readonly spki: Uint8Array; readonly ok: boolean }>>();
+  /**
+   * Ids known not to be committed: the node's mempool, which every commit path empties of what it
+   * stores in the same synchronous step (ChainNode.afterCommit). Execution's replay check answers a
+   * transaction found there without a store lookup (one per transaction per block); the answer is
+   * the store's either way, so execution stays deterministic.
+   */
+  private pending: { has(txId: string): boolean } | null = null;
   /** Transactions decoded at admission, by a hash of their bytes, so a block's are not decoded again. */
   private readonly decodedTxs = new Map<string, Tx>();
   /** The decodedTxs key of each transaction in it, so a commit removes them without hashing again. */
@@ -210,6 +217,11 @@ export class Ledger {
     return this.tree.getProof(utf8(key)).proof;
   }
 
+  /** Hands in the node's mempool (see `pending`); a ledger without one asks the store each time. */
+  knowPending(pending: { has(txId: string): boolean }): void {
+    this.pending = pending;
+  }
+
   /**
    * Keeps a transaction decoded at admission for the block that will carry it (bounded), and
    * returns its key (`txBytesKey` of its bytes); a caller that has the key already passes it.
@@ -252,7 +264,7 @@ export class Ledger {
 
   private readonly ports: ExecutionPorts = {
     x509: { parse: (der) => this.x509.parse(der), verifyIssuedBy: (c, i) => this.x509.verifyIssuedBy(c, i) },
-    isCommitted: (txId) => this.store.isCommitted(txId),
+    isCommitted: (txId) => this.pending?.has(txId) !== true && this.store.isCommitted(txId),
     checkSignature: (tx, index, spki) => {
       const known = this.knownVerdict(tx, index, spki);
       if (known !== undefined) return known;

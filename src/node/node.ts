@@ -97,6 +97,7 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     super();
     assert(options.proposalTxsMax >= 1, "a block this node makes holds at least one transaction");
     this.mempool = new Mempool(options.mempool);
+    ledger.knowPending(this.mempool);
     this.validatorId = validatorIdOf(signer.publicKeySpki);
     const height = ledger.height();
     const commitBytes = ledger.store.commitBytes(height);

@@ -120,3 +120,33 @@ describe("admission racing a commit", () => {
     assert.equal(node.mempool.has(tx.id), false);
   });
 });
+
+describe("the replay check", () => {
+  it("answers a pending transaction from the mempool and asks the store about any other", async () => {
+    const { node } = net.node;
+    const tx = await signedKvPut("replay/pending-then-committed");
+    assert.equal((await node.submit(tx.bytes)).status, "pending");
+    const store = node.ledger.store;
+    const asked: string[] = [];
+    const isCommitted = store.isCommitted;
+    store.isCommitted = (id: string) => {
+      asked.push(id);
+      return isCommitted.call(store, id);
+    };
+    try {
+      (node as unknown as { produceBlock(): void }).produceBlock();
+      assert.equal(node.status(tx.id).status, "committed");
+      assert.deepEqual(asked, [], "the block's pending transaction cost no store lookup");
+      // Committed now, so not pending: the same transaction in a later block goes to the store,
+      // which refuses it.
+      const again = node.ledger.buildBlock([decodeTx(tx.bytes)], Date.now(), node.validatorId, null);
+      assert.deepEqual(asked, [tx.id]);
+      assert.deepEqual(
+        again.execution.rejected.map((r) => r.error.code),
+        ["TX_ALREADY_COMMITTED"],
+      );
+    } finally {
+      store.isCommitted = isCommitted;
+    }
+  });
+});
