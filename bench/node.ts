@@ -5,6 +5,7 @@ import type { CitychainClient } from "../src/sdk/client.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { createProcessNetwork } from "../test/e2e/process-net.ts";
 import { measure, percentile } from "./common.ts";
+import { describeTimeline, readTimeline } from "./timeline.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -21,6 +22,8 @@ const { values: args } = parseArgs({
     rate: { type: "string" },
     /** Length of the latency phase; 0 skips it (e.g. to profile saturation alone). */
     "latency-seconds": { type: "string", default: "10" },
+    /** Nodes log their consensus steps (log level debug) and the latency phase's heights are broken down. */
+    timeline: { type: "boolean", default: false },
   },
 });
 const nodeCount = Number(args.nodes);
@@ -111,6 +114,8 @@ async function main() {
   process.stdout.write(
     `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
   );
+  // The nodes inherit the environment; at debug level they log each consensus step (bench/timeline.ts).
+  if (args.timeline) process.env.CITYCHAIN_LOG_LEVEL = "debug";
   const net = await createProcessNetwork({
     nodes: nodeCount,
     blockIntervalMs: Number(args["block-interval-ms"]),
@@ -202,6 +207,7 @@ async function main() {
     const latencies: number[] = [];
     if (seconds === 0) return;
     const heightBeforeLatency = (await roundProbe.status()).height;
+    const latencyStartMs = Date.now();
     const lat = await measure(pid, async () => {
       const inflight: Promise<void>[] = [];
       const start = performance.now();
@@ -238,6 +244,10 @@ async function main() {
           : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
         "\n",
     );
+    if (args.timeline) {
+      const heights = readTimeline(net.dir, latencyStartMs, Date.now());
+      process.stdout.write(`latency phase timeline: ${describeTimeline(heights).join("\n")}\n`);
+    }
 
     // Proof reads: signed GET /v1/state over several connections, each answer verified by the client?
     // No: verification would measure the client. The node's rate is what is asked; answers are checked for shape.

@@ -55,6 +55,7 @@ import {
   valueKey,
   voteSignBytes,
   voteTypePrecommit,
+  voteTypePrevote,
 } from "../core/consensus/types.ts";
 import { assert } from "../core/errors.ts";
 import type {
@@ -131,8 +132,27 @@ export const defaultDriverOptions: Omit<DriverOptions, "chainId"> = {
 /** Round-0 proposal delays remembered for the nudge's wait (see proposerNudgeMs). */
 export const proposalDelaysKept = 8;
 
+/**
+ * Steps of a height, for an optional timeline (the node logs them at debug level; bench/timeline.ts
+ * reads them). The port reads the clock, not the driver.
+ */
+export type DriverStep =
+  | "enter"
+  | "build-start"
+  | "build-end"
+  | "proposal-sent"
+  | "proposal-received"
+  | "check-start"
+  | "check-end"
+  | "prevote-sent"
+  | "precommit-sent"
+  | "commit-start"
+  | "commit-end";
+
 export interface DriverPorts {
   readonly clock: TimerClock;
+  /** Called at each step of a height when set; must not throw. */
+  readonly trace?: (step: DriverStep, height: number) => void;
   readonly transport: TransportPort;
   /** null for an observer, which follows consensus without signing. */
   readonly signer: SignerPort | null;
@@ -294,6 +314,7 @@ export class ConsensusDriver {
   // ---- heights ----
 
   private enterHeight(height: number): void {
+    this.ports.trace?.("enter", height);
     for (const id of this.timers) this.ports.clock.cancel(id);
     this.timers.clear();
     this.blocks.clear();
@@ -450,7 +471,9 @@ export class ConsensusDriver {
   }
 
   private provideValue(height: number, round: number): void {
+    this.ports.trace?.("build-start", height);
     const block = this.ports.app.proposeBlock(height, round);
+    this.ports.trace?.("build-end", height);
     const hash = this.ports.app.hashBlock(block.bytes);
     assert(
       hash !== null && sameValue(hash, block.hash),
@@ -463,14 +486,18 @@ export class ConsensusDriver {
   private validate(height: number, blockHash: Uint8Array): void {
     const bytes = this.blocks.get(valueKey(blockHash));
     if (bytes === undefined) return; // the bytes come later with a proposal or a decision message
+    this.ports.trace?.("check-start", height);
     const valid = this.ports.app.validateBlock(height, bytes);
+    this.ports.trace?.("check-end", height);
     this.feed({ kind: "blockVerdict", blockHash, valid });
   }
 
   private decide(height: number, blockHash: Uint8Array, commit: Commit): void {
     const bytes = this.blocks.get(valueKey(blockHash));
     assert(bytes !== undefined, "a decided block's bytes are held: it was judged valid from them");
+    this.ports.trace?.("commit-start", height);
     this.ports.app.commit(height, blockHash, bytes, commit);
+    this.ports.trace?.("commit-end", height);
     this.ports.wal.truncateBelow(height + 1);
     this.counters.decided++;
     // With no pause the next height is entered once the current input is fully handled.
@@ -496,6 +523,7 @@ export class ConsensusDriver {
     });
     const wire = encodeConsensusMessage({ kind: "proposal", proposal, blockBytes });
     this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
+    this.ports.trace?.("proposal-sent", unsigned.height);
     this.ports.transport.broadcast(wire);
     this.feed({ kind: "proposal", proposal });
   }
@@ -517,6 +545,10 @@ export class ConsensusDriver {
     this.appendToWal(block, { kind: "vote", vote });
     const wire = encodeConsensusMessage({ kind: "vote", vote });
     this.signed.set(slot, { value: valueKey(unsigned.blockHash), wire });
+    this.ports.trace?.(
+      unsigned.type === voteTypePrevote ? "prevote-sent" : "precommit-sent",
+      unsigned.height,
+    );
     this.ports.transport.broadcast(wire);
     this.feed({ kind: "vote", vote });
   }
@@ -736,6 +768,7 @@ export class ConsensusDriver {
   }
 
   private acceptProposal(proposal: Proposal, blockBytes: Uint8Array, wire: Uint8Array): void {
+    this.ports.trace?.("proposal-received", proposal.height);
     if (proposal.chainId !== this.options.chainId) {
       this.counters.wrongChain++;
       return;

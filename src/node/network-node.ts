@@ -9,7 +9,12 @@
  * and re-executes it before applying it, answers queries meanwhile, and says it is syncing.
  */
 import type { Identity } from "../ca/identity.ts";
-import { ConsensusDriver, type DriverOptions, defaultDriverOptions } from "../consensus/driver.ts";
+import {
+  ConsensusDriver,
+  type DriverOptions,
+  type DriverStep,
+  defaultDriverOptions,
+} from "../consensus/driver.ts";
 import type { TimerClock, TimerId } from "../consensus/ports.ts";
 import { decodeBlock, decodeCommit, encodeCommit, validatorIdOf } from "../core/block.ts";
 import { verifyCommit } from "../core/consensus/commit.ts";
@@ -52,6 +57,12 @@ export interface NetworkNodeOptions {
    */
   readonly syncGraceMs: number;
   readonly logger?: Logger;
+  /**
+   * Log each consensus step at debug level ("consensus step": step, height, atMs with sub-ms
+   * precision), for a timeline of where a height's time goes (bench/timeline.ts). The node turns it
+   * on when its log level is debug.
+   */
+  readonly traceConsensus?: boolean;
   /** The node's own identity: it signs the evidence transactions it reports. */
   readonly identity?: TxIdentity;
 }
@@ -272,6 +283,9 @@ export class NetworkNode {
         verifier: this.ledger.verifier,
         wal: this.wal,
         app: this.app,
+        ...(this.options.traceConsensus === true && this.options.logger !== undefined
+          ? { trace: traceTo(this.options.logger) }
+          : {}),
       },
       {
         ...defaultDriverOptions,
@@ -641,4 +655,11 @@ export class NetworkNode {
       this.restartDriver();
     });
   }
+}
+
+/** The driver's step trace as debug log lines; the time is read here, outside the core. */
+function traceTo(logger: Logger): (step: DriverStep, height: number) => void {
+  return (step, height) => {
+    logger.debug({ step, height, atMs: performance.timeOrigin + performance.now() }, "consensus step");
+  };
 }

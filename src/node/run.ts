@@ -134,6 +134,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       syncGraceMs: 250,
       identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
       ...(options.log === undefined ? {} : { logger: options.log }),
+      traceConsensus: config.logLevel === "debug",
       consensus: {
         timeoutCommitMs: p2p.timeoutCommitMs,
         machine: {

@@ -55,6 +55,8 @@ export async function waitFor(
 }
 
 export interface ProcessNetwork {
+  /** The network's directory: node<i>.log, the identities, the nodes' own directories. */
+  readonly dir: string;
   readonly layout: NetworkLayout;
   readonly passphrase: string;
   url(nodeIndex?: number): string;
@@ -161,6 +163,7 @@ export async function createProcessNetwork(
     });
 
   return {
+    dir,
     layout,
     passphrase,
     url,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ConsensusDriver, defaultDriverOptions } from "../../src/consensus/driver.ts";
+import { ConsensusDriver, type DriverStep, defaultDriverOptions } from "../../src/consensus/driver.ts";
 import type { PeerId, TimerClock, TransportPort, Wal } from "../../src/consensus/ports.ts";
 import type { WalRecord } from "../../src/consensus/wal.ts";
 import { verifyCommit } from "../../src/core/consensus/commit.ts";
@@ -91,6 +91,7 @@ function boot(
   chain: SimChain,
   clock: ManualClock,
   onSend?: (m: ConsensusMessage) => void,
+  trace?: (step: DriverStep, height: number) => void,
 ): Node {
   const node: Node = { driver: null as unknown as ConsensusDriver, sent: [], sentTo: [], signatures: 0 };
   const transport: TransportPort = {
@@ -111,7 +112,7 @@ function boot(
     },
   };
   node.driver = new ConsensusDriver(
-    { clock, transport, signer, verifier, wal, app: chain },
+    { clock, transport, signer, verifier, wal, app: chain, ...(trace === undefined ? {} : { trace }) },
     { ...defaultDriverOptions, chainId, blockBytesMax: 4096 },
   );
   node.driver.start();
@@ -254,6 +255,31 @@ describe("consensus driver", () => {
     behind.driver.receive("p", encodeConsensusMessage(reply.message));
     assert.equal(laggard.height(), 1);
     assert.ok(sameValue(laggard.decisionAt(1)!.blockHash, block.hash));
+  });
+
+  it("reports each step of a height to its trace port, in order", () => {
+    const steps: string[] = [];
+    const chain = chainOf(self);
+    const node = boot(self, new MemoryWal(), chain, new ManualClock(), undefined, (step, height) =>
+      steps.push(`${height}:${step}`),
+    );
+    node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
+    for (const i of others.slice(0, 2))
+      node.driver.receive("p", voteBytes(i, { type: 1, height: 1, round: 0, blockHash: block.hash }));
+    for (const i of others.slice(0, 2))
+      node.driver.receive("p", voteBytes(i, { type: 2, height: 1, round: 0, blockHash: block.hash }));
+    assert.equal(chain.height(), 1);
+    assert.deepEqual(steps, [
+      "1:enter",
+      "1:proposal-received",
+      "1:check-start",
+      "1:check-end",
+      "1:prevote-sent",
+      "1:precommit-sent",
+      "1:commit-start",
+      "1:commit-end",
+      "2:enter",
+    ]);
   });
 
   it("refuses to sign a second value for a slot the WAL holds, even if asked (defence in depth)", () => {
