@@ -238,7 +238,8 @@ async function main() {
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores` +
+        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores,` +
+        ` load generator ${lat.loadgenCores.toFixed(2)} cores` +
         (latRounds === null
           ? ""
           : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
