@@ -23,7 +23,10 @@ export interface HeightTimes {
   readonly enterSpread: number;
   /** The proposer's block building. */
   readonly build: number;
-  /** The proposer starting to send its proposal to the last other node receiving it. */
+  /**
+   * The proposer starting to send its proposal to the last other node having received it, checked
+   * its signature and decoded its block.
+   */
   readonly proposalTransit: number;
   /** The slowest block check among the other nodes. */
   readonly check: number;

@@ -768,7 +768,6 @@ export class ConsensusDriver {
   }
 
   private acceptProposal(proposal: Proposal, blockBytes: Uint8Array, wire: Uint8Array): void {
-    this.ports.trace?.("proposal-received", proposal.height);
     if (proposal.chainId !== this.options.chainId) {
       this.counters.wrongChain++;
       return;
@@ -794,6 +793,8 @@ export class ConsensusDriver {
       this.counters.blockMismatch++; // the block is not the one the proposal signs: drop both
       return;
     }
+    // Received, checked and its block decoded: a forged proposal leaves no step behind.
+    this.ports.trace?.("proposal-received", proposal.height);
     this.cacheBlock(hash, blockBytes);
     if (proposal.round === 0 && this.proposalDelayHeight !== proposal.height) {
       this.proposalDelayHeight = proposal.height;

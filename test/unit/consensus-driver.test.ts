@@ -263,6 +263,9 @@ describe("consensus driver", () => {
     const node = boot(self, new MemoryWal(), chain, new ManualClock(), undefined, (step, height) =>
       steps.push(`${height}:${step}`),
     );
+    const impostor = others.find((i) => i !== proposer0)!;
+    node.driver.receive("p", proposalBytes(impostor, 0, block.bytes, block.hash));
+    assert.deepEqual(steps, ["1:enter"], "a proposal from the wrong validator is no step");
     node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
     for (const i of others.slice(0, 2))
       node.driver.receive("p", voteBytes(i, { type: 1, height: 1, round: 0, blockHash: block.hash }));
