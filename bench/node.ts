@@ -1,10 +1,10 @@
 import os from "node:os";
 import { parseArgs } from "node:util";
-import { encodeCanonical, utf8 } from "../src/core/encoding.ts";
+import { utf8 } from "../src/core/encoding.ts";
 import type { CitychainClient } from "../src/sdk/client.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { createProcessNetwork } from "../test/e2e/process-net.ts";
-import { measure, percentile } from "./common.ts";
+import { describeLoad, measure, percentile } from "./common.ts";
 import { describeTimeline, readTimeline } from "./timeline.ts";
 
 const { values: args } = parseArgs({
@@ -159,7 +159,9 @@ async function main() {
     });
     const roundProbe = clients[0]!;
     const heightBeforeSaturation = (await roundProbe.status()).height;
-    const gossipBefore = await gossipCopies(clients.slice(0, nodeCount));
+    // Every node's counters, through a sender on each (senders are spread over the nodes).
+    const countGossip = nodeCount > 1 && senderCount >= nodeCount;
+    const gossipBefore = countGossip ? await gossipCopies(clients.slice(0, nodeCount)) : null;
     const sat = await measure(pid, async () => {
       let next = 0;
       let refused = 0;
@@ -181,7 +183,7 @@ async function main() {
         ? await heightsPastRoundZero(roundProbe, heightBeforeSaturation, heightAfterSaturation)
         : null;
     const tps = committed / sat.seconds;
-    const gossipAfter = await gossipCopies(clients.slice(0, nodeCount));
+    const gossipAfter = countGossip ? await gossipCopies(clients.slice(0, nodeCount)) : null;
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
@@ -190,7 +192,7 @@ async function main() {
         (satRounds === null
           ? ""
           : `; heights decided after round 0: ${satRounds.late} of ${satRounds.heights}`) +
-        (nodeCount > 1 && senderCount >= nodeCount
+        (gossipBefore !== null && gossipAfter !== null
           ? `; gossip: ${((gossipAfter.forwarded - gossipBefore.forwarded) / committed).toFixed(2)} copies sent per tx,` +
             ` ${((gossipAfter.duplicates - gossipBefore.duplicates) / committed).toFixed(2)} received twice`
           : "") +
@@ -238,8 +240,7 @@ async function main() {
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` machine busy ${(lat.machineBusy * 100).toFixed(0)}%, node ${lat.nodeCores.toFixed(2)} cores,` +
-        ` load generator ${lat.loadgenCores.toFixed(2)} cores` +
+        ` ${describeLoad(lat)}` +
         (latRounds === null
           ? ""
           : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
@@ -270,10 +271,8 @@ async function main() {
     });
     process.stdout.write(
       `state proofs: ${proofReads} signed reads with proof in ${reads.seconds.toFixed(2)} s = ${(proofReads / reads.seconds).toFixed(0)}/s` +
-        ` (bad answers ${reads.result}); machine busy ${(reads.machineBusy * 100).toFixed(0)}%, node ${reads.nodeCores.toFixed(2)} cores,` +
-        ` load generator ${reads.loadgenCores.toFixed(2)} cores\n`,
+        ` (bad answers ${reads.result}); ${describeLoad(reads)}\n`,
     );
-    void encodeCanonical;
   } finally {
     await net.close();
   }

@@ -18,7 +18,6 @@ interface NodeSteps {
 
 export interface HeightTimes {
   readonly height: number;
-  readonly atMs: number;
   /** From the first node entering the height to the last entering it. */
   readonly enterSpread: number;
   /** The proposer's block building. */
@@ -41,15 +40,7 @@ export interface HeightTimes {
   readonly total: number;
 }
 
-export const phases = [
-  "enterSpread",
-  "build",
-  "proposalTransit",
-  "check",
-  "votes",
-  "commit",
-  "total",
-] as const;
+const phases = ["enterSpread", "build", "proposalTransit", "check", "votes", "commit", "total"] as const;
 
 /** Reads node*.log in `dir` and measures each height every node logged whole. */
 export function readTimeline(dir: string, fromMs = 0, toMs = Number.POSITIVE_INFINITY): HeightTimes[] {
@@ -94,7 +85,6 @@ export function readTimeline(dir: string, fromMs = 0, toMs = Number.POSITIVE_INF
     const lastCheckEnd = Math.max(...others.map((s) => s["check-end"]!));
     out.push({
       height,
-      atMs: firstEnter,
       enterSpread: Math.max(...all.map((s) => s.enter!)) - firstEnter,
       build: proposer["build-end"]! - proposer["build-start"]!,
       proposalTransit: Math.max(...others.map((s) => s["proposal-received"]!)) - proposer["proposal-sent"]!,

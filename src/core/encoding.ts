@@ -78,8 +78,11 @@ export function encodeCanonicalGeneric(value: Canonical): Uint8Array {
 const encodeFastDepthMax = 64;
 /** The scratch buffer is kept up to this size between encodings. */
 const encodeScratchKeptBytesMax = 8 * 1024 * 1024;
-/** Below this many characters a string is written by a loop while it is ASCII. */
-const shortStringChars = 32;
+/**
+ * Below this length ASCII text is copied by a loop, both ways (characters written, bytes read): cheaper
+ * than a TextEncoder or TextDecoder call. For ASCII, characters and bytes are the same count.
+ */
+const shortAsciiLength = 32;
 
 class CanonicalWriter {
   buffer = new Uint8Array(4096);
@@ -135,7 +138,7 @@ class CanonicalWriter {
 
   /** False for a string with a lone surrogate (left to cborg). */
   text(text: string): boolean {
-    if (text.length < shortStringChars && isAscii(text)) {
+    if (text.length < shortAsciiLength && isAscii(text)) {
       this.head(3, text.length);
       this.reserve(text.length);
       for (let i = 0; i < text.length; i++) this.buffer[this.at++] = text.charCodeAt(i);
@@ -268,7 +271,7 @@ export function decodeCanonicalStrict(bytes: Uint8Array, bytesMax: number, depth
 // bytewise order of their encodings and none named "__proto__", and nesting within the bound.
 // Anything else returns undefined and goes to the strict path, which then accepts or refuses it
 // with its own error: the fast path can make decoding cheaper, never change its outcome
-// (test/unit/encoding.test.ts compares both on generated and mutated input).
+// (test/unit/canonical-fast.test.ts compares both on generated and mutated input).
 
 /** Returned by the fast reader for anything it leaves to the strict path; never escapes a decoder. */
 export const leaveToStrict: unique symbol = Symbol("leave to the strict decoder");
@@ -303,20 +306,14 @@ export class CanonicalReader {
     }
     if (info === 26) {
       if (this.at + 4 > bytes.length) return leaveToStrict;
-      const value =
-        bytes[this.at]! * 0x1000000 +
-        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
+      const value = uint32At(bytes, this.at);
       this.at += 4;
       return value < 0x10000 ? leaveToStrict : value;
     }
     if (info === 27) {
       if (this.at + 8 > bytes.length) return leaveToStrict;
-      const high =
-        bytes[this.at]! * 0x1000000 +
-        ((bytes[this.at + 1]! << 16) | (bytes[this.at + 2]! << 8) | bytes[this.at + 3]!);
-      const low =
-        bytes[this.at + 4]! * 0x1000000 +
-        ((bytes[this.at + 5]! << 16) | (bytes[this.at + 6]! << 8) | bytes[this.at + 7]!);
+      const high = uint32At(bytes, this.at);
+      const low = uint32At(bytes, this.at + 4);
       this.at += 8;
       // Shortest form needs a high word; a safe integer has at most 21 bits in it.
       if (high === 0 || high > 0x1fffff) return leaveToStrict;
@@ -331,7 +328,7 @@ export class CanonicalReader {
     const end = start + length;
     if (end > bytes.length) return leaveToStrict;
     this.at = end;
-    if (length < shortTextBytes) {
+    if (length < shortAsciiLength) {
       let ascii = "";
       for (let i = start; i < end; i++) {
         const c = bytes[i]!;
@@ -402,8 +399,10 @@ export class CanonicalReader {
   }
 }
 
-/** Below this many bytes text is read by a loop while it is ASCII (cheaper than a TextDecoder call). */
-const shortTextBytes = 32;
+/** Four bytes at `at`, big-endian, as a non-negative number (the caller checked they are there). */
+function uint32At(bytes: Uint8Array, at: number): number {
+  return bytes[at]! * 0x1000000 + ((bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!);
+}
 
 function utf8Text(bytes: Uint8Array, start: number, end: number): string | typeof leaveToStrict {
   let text: string;
