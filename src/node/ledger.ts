@@ -246,20 +246,29 @@ export class Ledger {
     return known !== undefined && bytesEqual(known.spki, spki) ? known.ok : undefined;
   }
 
-  /** Verifies a signature off the main thread and remembers the verdict for execution. */
+  /**
+   * Verifies a signature off the main thread and remembers the verdict for execution; a verdict
+   * already on this object (a block check verified it) is answered without verifying again.
+   */
   async verifySignature(tx: Tx, index: number, spki: Uint8Array): Promise<boolean> {
+    const known = this.knownVerdict(tx, index, spki);
+    if (known !== undefined) return known;
     const ok = await this.verifier.verifyAsync(
       spki,
       signingBytes(tx.bodyBytes),
       tx.signatures[index]!.signature,
     );
+    this.recordVerdict(tx, index, spki, ok);
+    return ok;
+  }
+
+  private recordVerdict(tx: Tx, index: number, spki: Uint8Array, ok: boolean): void {
     let list = this.verdicts.get(tx);
     if (list === undefined) {
       list = [];
       this.verdicts.set(tx, list);
     }
     list[index] = { spki, ok };
-    return ok;
   }
 
   private readonly ports: ExecutionPorts = {
@@ -268,7 +277,9 @@ export class Ledger {
     checkSignature: (tx, index, spki) => {
       const known = this.knownVerdict(tx, index, spki);
       if (known !== undefined) return known;
-      return this.verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[index]!.signature);
+      const ok = this.verifier.verify(spki, signingBytes(tx.bodyBytes), tx.signatures[index]!.signature);
+      this.recordVerdict(tx, index, spki, ok);
+      return ok;
     },
     verify: (spki, message, signature) => this.verifier.verify(spki, message, signature),
   };
@@ -343,9 +354,16 @@ export class Ledger {
     if (h.timeMs <= prev.header.timeMs) throw invalid("block time does not increase");
     this.checkLastCommit(block, prev);
     const txBytesMax = this.params().txBytesMax;
-    const txs = block.txs.map(
-      (bytes) => this.decodedTxs.get(txBytesKey(bytes)) ?? decodeTx(bytes, txBytesMax),
-    );
+    const txs = block.txs.map((bytes) => {
+      const key = txBytesKey(bytes);
+      const known = this.decodedTxs.get(key);
+      if (known !== undefined) return known;
+      // Kept like an admitted one, with the verdicts execution records on it: a gossip copy that
+      // arrives before this block commits is then admitted without verifying its signatures again.
+      const tx = decodeTx(bytes, txBytesMax);
+      this.rememberDecoded(tx, key);
+      return tx;
+    });
     const execution = executeBlock(
       this.ports,
       this.handlers,
@@ -432,8 +450,7 @@ export class Ledger {
     });
     this.tree.commit(prepared.tree);
     this.state.applyCommitted(execution.writes);
-    // By the key kept at admission, not hashed again. A transaction decoded by the block check is
-    // not in the map (a copy admitted meanwhile stays until it ages out; the map is bounded).
+    // By the key kept at admission or by the block check, not hashed again.
     for (const tx of execution.included) {
       const key = this.decodedKeys.get(tx);
       if (key !== undefined) this.decodedTxs.delete(key);

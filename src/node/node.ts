@@ -148,7 +148,11 @@ export class ChainNode extends EventEmitter<NodeEvents> {
   async submit(bytes: Uint8Array, bytesKey?: string): Promise<TxStatus> {
     if (this.stopped) throw new CodedError("NODE_STOPPING", "the node is stopping");
     const params = this.ledger.params();
-    const tx = decodeTx(bytes, params.txBytesMax);
+    // A copy of a transaction a block check decoded (and verified) is that very object, verdicts
+    // and all. The key is the hash of these exact bytes, so nothing else can pass for it.
+    const tx =
+      (bytesKey === undefined ? undefined : this.ledger.rememberedTx(bytesKey)) ??
+      decodeTx(bytes, params.txBytesMax);
     const known = this.status(tx.id);
     if (known.status !== "rejected") return known;
     const now = this.clock.now();

@@ -1,14 +1,17 @@
 /**
  * Signature verdicts remembered at admission belong to the transaction object that was verified:
  * a copy with the same body (so the same id) but a forged signature is verified on its own and
- * refused, and the admitted object is executed on its remembered verdict. Identities resolved once
+ * refused, and the admitted object is executed on its remembered verdict. A block check's verdicts
+ * serve the gossip copy of the same bytes that arrives before the block commits. Identities resolved once
  * per block still see a revocation made earlier in the same block. A node's own blocks hold at most
  * proposalTxsMax transactions.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import type { Commit } from "../../src/core/block.ts";
 import { utf8 } from "../../src/core/encoding.ts";
 import { decodeTx, encodeTx } from "../../src/core/tx.ts";
+import { txBytesKey } from "../../src/node/ledger.ts";
 import { buildTx } from "../../src/sdk/tx-builder.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
 
@@ -118,6 +121,61 @@ describe("admission racing a commit", () => {
     const status = await admission;
     assert.equal(status.status, "committed");
     assert.equal(node.mempool.has(tx.id), false);
+  });
+});
+
+describe("a block check's verdicts", () => {
+  it("admit a gossip copy of a transaction the check verified without verifying it again", async () => {
+    const { node } = net.node;
+    const ledger = node.ledger;
+    const tx = await signedKvPut("verdicts/checked-then-gossiped");
+    // Another validator's block carrying a transaction this node has not seen: built here, then
+    // checked as a replica checks a proposal (decoded from the block's bytes, verified there).
+    const lastCommit = (node as unknown as { lastCommit: Commit | null }).lastCommit;
+    const proposed = ledger.buildBlock([decodeTx(tx.bytes)], Date.now(), node.validatorId, lastCommit);
+    // Same body, a signature by the same key over other bytes: well-formed, low S, and wrong.
+    const identity = await net.identityFor("tax.officer");
+    const parsed = decodeTx(tx.bytes);
+    const forgedBytes = encodeTx(parsed.bodyBytes, [
+      { signer: parsed.signatures[0]!.signer, signature: await identity.signer.sign(utf8("other")) },
+    ]);
+    const verifier = ledger.verifier;
+    const { verify, verifyAsync } = verifier;
+    // Checks of the transactions' signatures (the block's last commit is verified too).
+    const txSignatures = new Set(
+      [tx.bytes, forgedBytes].map((b) => Buffer.from(decodeTx(b).signatures[0]!.signature).toString("hex")),
+    );
+    let verifications = 0;
+    const count = (signature: Uint8Array) => {
+      if (txSignatures.has(Buffer.from(signature).toString("hex"))) verifications++;
+    };
+    verifier.verify = (spki, message, signature) => {
+      count(signature);
+      return verify.call(verifier, spki, message, signature);
+    };
+    verifier.verifyAsync = (spki, message, signature) => {
+      count(signature);
+      return verifyAsync.call(verifier, spki, message, signature);
+    };
+    try {
+      ledger.checkBlock(proposed.block);
+      assert.equal(verifications, 1, "the check verified the transaction's one signature");
+      // The copy arrives by gossip (which hands in the key of the bytes it received) before the
+      // block commits: admitted on the check's verdict.
+      assert.equal((await node.submit(tx.bytes, txBytesKey(tx.bytes))).status, "pending");
+      assert.equal(verifications, 1, "admission reused the check's verdict");
+      // The copy with the same id and a forged signature has other bytes, so another key: verified
+      // on its own, and refused.
+      node.mempool.remove(tx.id);
+      await assert.rejects(
+        node.submit(forgedBytes, txBytesKey(forgedBytes)),
+        /SIGNATURE_INVALID|does not verify/,
+      );
+      assert.equal(verifications, 2);
+    } finally {
+      verifier.verify = verify;
+      verifier.verifyAsync = verifyAsync;
+    }
   });
 });
 
