@@ -14,8 +14,13 @@ import type { VerifyPool } from "./verify-pool.ts";
 /** Bounded: a flood of distinct keys evicts old ones instead of growing without end. */
 export const keyCacheEntriesMax = 100_000;
 
+/** Consensus signatures remembered by verifyRemembered: ~150 heights of four validators' messages. */
+export const rememberedSignaturesMax = 1024;
+
 export class NodeSignatureVerifier implements SignatureVerifier {
   private readonly keys = new Map<string, KeyObject>();
+  /** Inputs of consensus signatures that verified (key, message and signature), oldest first out. */
+  private readonly remembered = new Set<string>();
 
   /** With a pool, asynchronous checks go to its worker threads in batches; without, to libuv's pool. */
   constructor(private readonly pool: VerifyPool | null = null) {}
@@ -44,6 +49,23 @@ export class NodeSignatureVerifier implements SignatureVerifier {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * `verify` for consensus messages, remembering each success by all three inputs: a precommit is
+   * checked once as a vote and again in the next block's last commit, and the second check is then a
+   * lookup. Only the very same key, message and signature match, so the answer is verify's.
+   */
+  verifyRemembered(publicKeySpki: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+    const key = `${Buffer.from(publicKeySpki).toString("base64")} ${Buffer.from(message).toString("base64")} ${Buffer.from(signature).toString("base64")}`;
+    if (this.remembered.has(key)) return true;
+    const ok = this.verify(publicKeySpki, message, signature);
+    if (ok) {
+      if (this.remembered.size >= rememberedSignaturesMax)
+        this.remembered.delete(this.remembered.values().next().value as string);
+      this.remembered.add(key);
+    }
+    return ok;
   }
 
   verifyAsync(publicKeySpki: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {

@@ -280,7 +280,11 @@ export class NetworkNode {
         signer: this.driverSigns
           ? { validatorId: this.node.validatorId, sign: (message) => this.signer.signSync(message) }
           : null,
-        verifier: this.ledger.verifier,
+        verifier: {
+          // Remembered, so the next block's last commit does not verify these precommits again.
+          verify: (spki, message, signature) =>
+            this.ledger.verifier.verifyRemembered(spki, message, signature),
+        },
         wal: this.wal,
         app: this.app,
         ...(this.options.traceConsensus === true && this.options.logger !== undefined

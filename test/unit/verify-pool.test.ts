@@ -1,14 +1,15 @@
 /**
  * The verification worker pool: verdicts equal node:crypto's for good and bad signatures, the queue
  * is bounded, a dead worker is replaced without losing or guessing a verdict, and closing answers
- * everything still waiting.
+ * everything still waiting. Consensus signatures that verified are remembered (bounded) so a
+ * precommit is not verified again in the next block's last commit.
  */
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import { describe, it } from "node:test";
 import { CodedError } from "../../src/core/errors.ts";
 import { normalizeP256Signature } from "../../src/core/signature.ts";
-import { NodeSignatureVerifier } from "../../src/node/crypto-node.ts";
+import { NodeSignatureVerifier, rememberedSignaturesMax } from "../../src/node/crypto-node.ts";
 import { defaultVerifyPoolOptions, VerifyPool } from "../../src/node/verify-pool.ts";
 
 const p256Order = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
@@ -191,5 +192,58 @@ describe("verify pool", () => {
     } finally {
       await verifier.close();
     }
+  });
+});
+
+describe("remembered consensus signatures", () => {
+  /** A verifier whose real checks are counted. */
+  function counted() {
+    const verifier = new NodeSignatureVerifier();
+    let checks = 0;
+    const verify = verifier.verify.bind(verifier);
+    verifier.verify = (key, message, signature) => {
+      checks++;
+      return verify(key, message, signature);
+    };
+    return { verifier, checks: () => checks };
+  }
+
+  it("checks a good signature once and answers the same inputs again from memory", () => {
+    const { verifier, checks } = counted();
+    const message = new TextEncoder().encode("precommit 7/0");
+    const signature = sign(alice.privateKey, message);
+    assert.equal(verifier.verifyRemembered(alice.spki, message, signature), true);
+    assert.equal(verifier.verifyRemembered(alice.spki, message, signature), true);
+    assert.equal(checks(), 1);
+  });
+
+  it("never remembers a failure, and a success matches only its own key, message and signature", () => {
+    const { verifier, checks } = counted();
+    const message = new TextEncoder().encode("precommit 8/0");
+    const signature = sign(alice.privateKey, message);
+    const other = new TextEncoder().encode("precommit 8/1");
+    assert.equal(verifier.verifyRemembered(bob.spki, message, signature), false);
+    assert.equal(verifier.verifyRemembered(bob.spki, message, signature), false);
+    assert.equal(verifier.verifyRemembered(alice.spki, message, signature), true);
+    assert.equal(verifier.verifyRemembered(alice.spki, other, signature), false);
+    const tampered = Uint8Array.from(signature);
+    tampered[10]! ^= 1;
+    assert.equal(verifier.verifyRemembered(alice.spki, message, tampered), false);
+    assert.equal(checks(), 5);
+  });
+
+  it("is bounded: the oldest success is forgotten and checked again", () => {
+    const { verifier, checks } = counted();
+    const messages = Array.from({ length: rememberedSignaturesMax + 1 }, (_, i) =>
+      new TextEncoder().encode(`vote ${i}`),
+    );
+    const signatures = messages.map((m) => sign(alice.privateKey, m));
+    for (let i = 0; i < messages.length; i++)
+      verifier.verifyRemembered(alice.spki, messages[i]!, signatures[i]!);
+    assert.equal(checks(), rememberedSignaturesMax + 1);
+    assert.equal(verifier.verifyRemembered(alice.spki, messages.at(-1)!, signatures.at(-1)!), true);
+    assert.equal(checks(), rememberedSignaturesMax + 1, "the newest is still remembered");
+    assert.equal(verifier.verifyRemembered(alice.spki, messages[0]!, signatures[0]!), true);
+    assert.equal(checks(), rememberedSignaturesMax + 2, "the oldest was forgotten");
   });
 });
