@@ -41,6 +41,7 @@ import {
   verdictFor,
   viewOf,
 } from "../core/consensus/machine.ts";
+import { ProposerSchedule } from "../core/consensus/proposer.ts";
 import {
   type ConsensusMessage,
   consensusLimits,
@@ -225,6 +226,8 @@ export class ConsensusDriver {
   /** The height whose round-0 delay is settled: recorded, or not to be (its proposer was nudged). */
   private proposalDelayHeight = -1;
   private nextHeight = -1;
+  /** The height this node will enter when its pause after a decision (timeoutCommitMs) ends, or -1. */
+  private pausedBefore = -1;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
   /** The height for which onPeerAhead was last called (once per height). */
@@ -285,7 +288,10 @@ export class ConsensusDriver {
       return;
     }
     if (delayMs === 0) this.nextHeight = height;
-    else this.after(delayMs, () => this.enterHeight(height));
+    else {
+      this.pausedBefore = height;
+      this.after(delayMs, () => this.enterHeight(height));
+    }
     if (this.nextHeight > 0 && !this.draining) {
       this.nextHeight = -1;
       this.enterHeight(height);
@@ -315,6 +321,7 @@ export class ConsensusDriver {
 
   private enterHeight(height: number): void {
     this.ports.trace?.("enter", height);
+    this.pausedBefore = -1;
     for (const id of this.timers) this.ports.clock.cancel(id);
     this.timers.clear();
     this.blocks.clear();
@@ -689,6 +696,14 @@ export class ConsensusDriver {
     if (height < current) this.replyWithDecision(from, height);
     else if (height === current + 1) {
       this.bufferFuture(from, message, wire);
+      if (message.kind === "proposal" && this.endsPause(message.proposal)) {
+        // The next height's proposer has proposed: pausing longer would only delay this node's
+        // vote, and a node still pausing when the height is decided without it falls behind.
+        this.pausedBefore = -1;
+        if (this.draining) this.nextHeight = height;
+        else this.enterHeight(height);
+        return;
+      }
       if (this.peerAheadAt !== current && !(this.view()?.decided ?? false)) {
         this.peerAheadAt = current;
         this.ports.app.onPeerAhead?.(current, from);
@@ -696,6 +711,19 @@ export class ConsensusDriver {
     } else if (height > current) this.behind(height);
     else if (message.kind === "vote") this.acceptVote(message.vote, wire, from);
     else this.acceptProposal(message.proposal, message.blockBytes, wire);
+  }
+
+  /**
+   * Whether a proposal for the height this node is pausing before ends the pause: one of round 0,
+   * naming that height's round-0 proposer, which is not this node (a proposer pauses to gather
+   * transactions, and no one else's proposal may cut that short). Its signature is checked when it
+   * is accepted, right after; a forged one only makes this node enter the height a little early.
+   */
+  private endsPause(proposal: Proposal): boolean {
+    if (this.pausedBefore !== proposal.height || proposal.round !== 0) return false;
+    const expected = new ProposerSchedule(this.ports.app.validatorSet(proposal.height)).proposer(0).id;
+    const self = this.ports.signer?.validatorId;
+    return sameValue(expected, proposal.proposer) && (self === undefined || !sameValue(expected, self));
   }
 
   private behind(height: number): void {

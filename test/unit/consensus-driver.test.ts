@@ -6,7 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ConsensusDriver, type DriverStep, defaultDriverOptions } from "../../src/consensus/driver.ts";
+import {
+  ConsensusDriver,
+  type DriverOptions,
+  type DriverStep,
+  defaultDriverOptions,
+} from "../../src/consensus/driver.ts";
 import type { PeerId, TimerClock, TransportPort, Wal } from "../../src/consensus/ports.ts";
 import type { WalRecord } from "../../src/consensus/wal.ts";
 import { verifyCommit } from "../../src/core/consensus/commit.ts";
@@ -92,6 +97,7 @@ function boot(
   clock: ManualClock,
   onSend?: (m: ConsensusMessage) => void,
   trace?: (step: DriverStep, height: number) => void,
+  options: Partial<DriverOptions> = {},
 ): Node {
   const node: Node = { driver: null as unknown as ConsensusDriver, sent: [], sentTo: [], signatures: 0 };
   const transport: TransportPort = {
@@ -113,7 +119,7 @@ function boot(
   };
   node.driver = new ConsensusDriver(
     { clock, transport, signer, verifier, wal, app: chain, ...(trace === undefined ? {} : { trace }) },
-    { ...defaultDriverOptions, chainId, blockBytesMax: 4096 },
+    { ...defaultDriverOptions, chainId, blockBytesMax: 4096, ...options },
   );
   node.driver.start();
   return node;
@@ -342,6 +348,55 @@ describe("consensus driver", () => {
     assert.ok(sameValue(held[0]!.wire, first) && sameValue(held[1]!.wire, second));
     assert.deepEqual(node.driver.handOver(), [], "handed over once");
   });
+  it("ends its pause after a decision when the next height's proposer proposes, unless it proposes next", () => {
+    const pauseMs = 20;
+    // Height 2's round-0 proposer, from the set that follows height 1 (priorities one step on).
+    const proposer2 = set.validators.findIndex((v) =>
+      sameValue(v.id, new ProposerSchedule(nextHeightValidatorSet(set)).proposer(0).id),
+    );
+    const decideHeight1 = (index: number) => {
+      const chain = chainOf(index);
+      const clock = new ManualClock();
+      const node = boot(index, new MemoryWal(), chain, clock, undefined, undefined, {
+        timeoutCommitMs: pauseMs,
+      });
+      if (index !== proposer0) node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
+      const voters = [0, 1, 2, 3].filter((i) => i !== index).slice(0, 2);
+      for (const type of [1, 2] as const)
+        for (const i of voters)
+          node.driver.receive("p", voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+      assert.equal(chain.height(), 1);
+      assert.equal(node.driver.view()?.height, 1, "pausing after the decision");
+      return { node, chain, clock };
+    };
+    // Height 2's block, proposed by its proposer on a chain that committed height 1.
+    const { chain: proposerChain } = decideHeight1(proposer2);
+    const block2 = proposerChain.proposeBlock(2, 0);
+
+    const waiter = [0, 1, 2, 3].find((i) => i !== proposer2)!;
+    const { node, clock } = decideHeight1(waiter);
+    const notProposer = [0, 1, 2, 3].find((i) => i !== proposer2 && i !== waiter)!;
+    node.driver.receive("q", proposalBytes(notProposer, 0, block2.bytes, block2.hash, 2));
+    assert.equal(node.driver.view()?.height, 1, "a proposal from anyone else does not end the pause");
+    node.driver.receive("q", proposalBytes(proposer2, 1, block2.bytes, block2.hash, 2));
+    assert.equal(node.driver.view()?.height, 1, "nor does one of a later round");
+    node.driver.receive("p", proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
+    assert.equal(node.driver.view()?.height, 2, "entered before its pause ended");
+    assert.equal(clock.nowMs, 0);
+    const prevote = node.sent.at(-1);
+    assert.ok(
+      prevote?.kind === "vote" && prevote.vote.height === 2 && sameValue(prevote.vote.blockHash, block2.hash),
+      "and prevoted for the proposal it was handed",
+    );
+
+    // The next proposer pauses to gather transactions whatever it receives.
+    const next = decideHeight1(proposer2);
+    next.node.driver.receive("p", proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
+    assert.equal(next.node.driver.view()?.height, 1);
+    next.clock.advance(pauseMs);
+    assert.equal(next.node.driver.view()?.height, 2);
+  });
+
   it("sends the previous decision to a proposer that stays silent at a new height", () => {
     const proposer2 = new ProposerSchedule(nextHeightValidatorSet(set)).proposerIndex(0);
     assert.notEqual(proposer2, self, "precondition: another validator proposes height 2");
