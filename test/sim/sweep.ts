@@ -16,17 +16,20 @@ export function sweepConfig(seed: number, nodes?: number): SimConfig {
   const prng = new Prng(seed ^ 0x5eed);
   const n = nodes ?? prng.pick([4, 4, 5, 7, 7, 10]);
   const f = Math.floor((n - 1) / 3);
-  return {
-    seed,
-    nodes: n,
-    byzantine: prng.between(0, f),
-    faults: allFaults.filter(() => prng.chance(0.5)),
-    heights: prng.between(3, 8),
-    // Half the seeds pause after each decision, so the fault window spans many heights.
-    ...(prng.chance(0.5) ? { driver: { timeoutCommitMs: prng.between(100, 1000) } } : {}),
-    // A third of the seeds with 5 or more validators change the set mid-run.
-    ...(n >= 5 && prng.chance(1 / 3) ? { membership: "join-leave" as const } : {}),
-  };
+  const byzantine = prng.between(0, f);
+  const faults = allFaults.filter(() => prng.chance(0.5));
+  const heights = prng.between(3, 8);
+  // Half the seeds pause after each decision, so the fault window spans many heights.
+  const driver = prng.chance(0.5) ? { driver: { timeoutCommitMs: prng.between(100, 1000) } } : {};
+  // A third of the seeds with 5 or more validators change the set mid-run. The set then has n - 1
+  // validators before the join and after the leave, so only seeds whose Byzantine nodes stay under
+  // a third of that smaller set qualify (7 nodes with 2 Byzantine would leave 2 of 6: no quorum of
+  // honest power, and no liveness to expect).
+  const membership =
+    n >= 5 && prng.chance(1 / 3) && byzantine <= Math.floor((n - 2) / 3)
+      ? { membership: "join-leave" as const }
+      : {};
+  return { seed, nodes: n, byzantine, faults, heights, ...driver, ...membership };
 }
 
 function main(): void {
