@@ -646,7 +646,40 @@ describe("vote set", () => {
       assert.ok(more.kind === "equivocation" && more.evidence === null && more.counted);
     }
     const over = set.add(vote(2, 1, hashC, 0), 1);
-    assert.ok(over.kind === "equivocation" && !over.counted, "beyond valuesPerVoterMax nothing is kept");
+    assert.ok(
+      over.kind === "equivocation" && !over.counted,
+      "beyond valuesPerVoterMax a value no one else backs is not kept",
+    );
+  });
+
+  it("lets a value others back take a full slot's place, so junk values cannot hide a polka", () => {
+    // Validator 0 (Byzantine) fills its slot: nil first, then values no one else votes for.
+    const set = new HeightVoteSet(3, vs);
+    set.add(vote(1, 0, null, 0), 0);
+    const junk = Array.from({ length: valuesPerVoterMax - 1 }, (_, i) => sha256(new Uint8Array([i, 7])));
+    for (const h of junk) assert.ok(set.add(vote(1, 0, h, 0), 0).kind === "equivocation");
+    // Two honest validators prevote A: short of a quorum of 40 without validator 0's vote for A.
+    set.add(vote(1, 0, hashA, 1), 0);
+    set.add(vote(1, 0, hashA, 2), 0);
+    assert.equal(set.hasQuorumFor(0, 1, hashA), false);
+    const late = set.add(vote(1, 0, hashA, 0), 0);
+    assert.ok(
+      late.kind === "equivocation" && late.counted,
+      "A, backed by 20, replaces a junk value backed by 10",
+    );
+    assert.equal(set.hasQuorumFor(0, 1, hashA), true);
+    assert.equal(set.hasVoteFor(0, 1, 0, hashA), true);
+    assert.equal(
+      junk.filter((h) => set.hasVoteFor(0, 1, 0, h)).length,
+      valuesPerVoterMax - 2,
+      "exactly one junk value gave way",
+    );
+    assert.equal(set.hasVoteFor(0, 1, 0, null), true, "the first vote never gives way");
+    assert.equal(set.powerAny(0, 1), 30, "'any value' still counts each validator once");
+    // A value no one else backs does not push anything out.
+    const more = set.add(vote(1, 0, hashC, 0), 0);
+    assert.ok(more.kind === "equivocation" && !more.counted);
+    assert.equal(set.hasQuorumFor(0, 1, hashA), true);
   });
 
   it("is bounded: current height only, rounds up to current + window", () => {

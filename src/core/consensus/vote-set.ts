@@ -18,8 +18,13 @@
  * a polka, and a lock on v can then never be released nor justified to the others (a liveness
  * failure the simulator found). Counting per value is safe: two quorums for different values in one
  * round would need more than f validators voting twice. "Any value" tallies (lines 34, 47, 55) count
- * each validator once. The cap bounds memory; a Byzantine validator can use it to hide one of its
- * votes from a node, which CometBFT answers with peers' "+2/3 for v" claims (the p2p step).
+ * each validator once. The cap bounds memory. A Byzantine validator could use it to hide one of its
+ * votes from a node: fill its slot with values no one else votes for, then send the value that
+ * completes a polka last (the simulator found this stalling a height for good, seed 6757). So a full
+ * slot gives way: a new value that others back with more power than the least-backed value in the
+ * slot replaces it (never the first vote, never a value at quorum). Values backed by f colluders at
+ * most then lose to any value at least f + 1 honest validators voted for, which every polka's value
+ * is. (CometBFT answers the same attack with peers' "+2/3 for v" claims.)
  */
 import type { Validator } from "../block.ts";
 import { assert } from "../errors.ts";
@@ -144,10 +149,42 @@ export class HeightVoteSet {
     const evidence: Evidence | null = first
       ? { kind: "duplicateVote", first: existing[0]!, second: vote }
       : null;
-    if (existing.length >= valuesPerVoterMax) return { kind: "equivocation", evidence, counted: false };
+    if (existing.length >= valuesPerVoterMax) {
+      const out = this.givesWay(votes, existing, vote);
+      if (out < 0) return { kind: "equivocation", evidence, counted: false };
+      this.uncount(votes, index, existing[out]!);
+      existing.splice(out, 1);
+    }
     existing.push(vote);
     this.count(votes, index, vote);
     return { kind: "equivocation", evidence, counted: true };
+  }
+
+  /**
+   * Which of a full slot's values a new value replaces, or -1: the least-backed one after the first,
+   * if the new value's backing by others is larger and the old one is short of a quorum.
+   */
+  private givesWay(votes: TypeVotes, existing: readonly Vote[], vote: Vote): number {
+    const incoming = votes.powerByValue.get(valueKey(vote.blockHash)) ?? 0;
+    let out = -1;
+    let least = Number.POSITIVE_INFINITY;
+    for (let i = 1; i < existing.length; i++) {
+      const power = votes.powerByValue.get(valueKey(existing[i]!.blockHash)) ?? 0;
+      if (power < least && !isQuorum(power, this.totalPower)) {
+        least = power;
+        out = i;
+      }
+    }
+    return out >= 0 && incoming > least ? out : -1;
+  }
+
+  /** Takes a replaced vote's power back from its value (never a value at quorum: see givesWay). */
+  private uncount(votes: TypeVotes, index: number, vote: Vote): void {
+    const key = valueKey(vote.blockHash);
+    const left = (votes.powerByValue.get(key) ?? 0) - this.validators[index]!.power;
+    assert(left >= 0, "a replaced vote was counted");
+    if (left === 0) votes.powerByValue.delete(key);
+    else votes.powerByValue.set(key, left);
   }
 
   /** Adds the voter's power to the vote's value (the caller has stored the vote). */
