@@ -228,6 +228,8 @@ export class ConsensusDriver {
   private nextHeight = -1;
   /** The height this node will enter when its pause after a decision (timeoutCommitMs) ends, or -1. */
   private pausedBefore = -1;
+  /** Round 0's proposer of the height paused before, once a proposal for it asked (endsPause). */
+  private pauseProposer: { readonly height: number; readonly id: Uint8Array } | null = null;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
   /** The height for which onPeerAhead was last called (once per height). */
@@ -721,7 +723,12 @@ export class ConsensusDriver {
    */
   private endsPause(proposal: Proposal): boolean {
     if (this.pausedBefore !== proposal.height || proposal.round !== 0) return false;
-    const expected = new ProposerSchedule(this.ports.app.validatorSet(proposal.height)).proposer(0).id;
+    // Once per pause, however many proposals a peer sends for that height.
+    if (this.pauseProposer?.height !== proposal.height) {
+      const id = new ProposerSchedule(this.ports.app.validatorSet(proposal.height)).proposer(0).id;
+      this.pauseProposer = { height: proposal.height, id };
+    }
+    const expected = this.pauseProposer.id;
     const self = this.ports.signer?.validatorId;
     return sameValue(expected, proposal.proposer) && (self === undefined || !sameValue(expected, self));
   }

@@ -21,6 +21,10 @@ export class NodeSignatureVerifier implements SignatureVerifier {
   private readonly keys = new Map<string, KeyObject>();
   /** Inputs of consensus signatures that verified (key, message and signature), oldest first out. */
   private readonly remembered = new Set<string>();
+  /** `verifyRemembered` as a verifier port, for the consensus driver and last-commit checks. */
+  readonly consensus: Pick<SignatureVerifier, "verify"> = {
+    verify: (publicKeySpki, message, signature) => this.verifyRemembered(publicKeySpki, message, signature),
+  };
 
   /** With a pool, asynchronous checks go to its worker threads in batches; without, to libuv's pool. */
   constructor(private readonly pool: VerifyPool | null = null) {}

@@ -402,9 +402,12 @@ export class Ledger {
       throw invalid("last commit is for another block", "lastCommit");
     }
     // Its precommits were most likely verified as votes already: remembered, not verified twice.
-    const check = verifyCommit(prev.header.chainId, this.votersAt(prev.header.height), last, {
-      verify: (spki, message, signature) => this.verifier.verifyRemembered(spki, message, signature),
-    });
+    const check = verifyCommit(
+      prev.header.chainId,
+      this.votersAt(prev.header.height),
+      last,
+      this.verifier.consensus,
+    );
     if (!check.ok) throw invalid(`last commit: ${check.reason}`, "lastCommit");
   }
 

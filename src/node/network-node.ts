@@ -280,11 +280,8 @@ export class NetworkNode {
         signer: this.driverSigns
           ? { validatorId: this.node.validatorId, sign: (message) => this.signer.signSync(message) }
           : null,
-        verifier: {
-          // Remembered, so the next block's last commit does not verify these precommits again.
-          verify: (spki, message, signature) =>
-            this.ledger.verifier.verifyRemembered(spki, message, signature),
-        },
+        // Remembered, so the next block's last commit does not verify these precommits again.
+        verifier: this.ledger.verifier.consensus,
         wal: this.wal,
         app: this.app,
         ...(this.options.traceConsensus === true && this.options.logger !== undefined

@@ -3,6 +3,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import { Agent } from "undici";
 import { type ReadPrivateKeyOptions, readPrivateKey } from "../ca/keys.ts";
+import { CodedError } from "../core/errors.ts";
 import { NodeSigner } from "../node/crypto-node.ts";
 import type { FetchLike } from "./client.ts";
 import type { TxIdentity } from "./tx-builder.ts";
@@ -20,7 +21,10 @@ export async function loadIdentity(
   const certDer = new Uint8Array(cert.raw);
   const signer = new NodeSigner(readPrivateKey(keyPath, keyOptions));
   if (!Buffer.from(signer.publicKeySpki).equals(cert.publicKey.export({ format: "der", type: "spki" }))) {
-    throw new Error(`the key in ${keyPath} does not belong to the certificate in ${certPath}`);
+    throw new CodedError(
+      "CA_BAD_CERT",
+      `the key in ${keyPath} does not belong to the certificate in ${certPath}`,
+    );
   }
   return { signer, certDer, certId: crypto.createHash("sha256").update(certDer).digest("hex") };
 }
