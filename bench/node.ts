@@ -24,6 +24,8 @@ const { values: args } = parseArgs({
     "latency-seconds": { type: "string", default: "10" },
     /** Nodes log their consensus steps (log level debug) and the latency phase's heights are broken down. */
     timeline: { type: "boolean", default: false },
+    /** The latency phase's p50 / p99 for each second of sending, to tell a transient from the steady state. */
+    "latency-by-second": { type: "boolean", default: false },
   },
 });
 const nodeCount = Number(args.nodes);
@@ -207,6 +209,8 @@ async function main() {
     const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
     const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
     const latencies: number[] = [];
+    /** Latencies by the second (from the phase's start) in which their batch was sent. */
+    const bySecond: number[][] = [];
     if (seconds === 0) return;
     const heightBeforeLatency = (await roundProbe.status()).height;
     const latencyStartMs = Date.now();
@@ -226,7 +230,14 @@ async function main() {
             { wait: true },
           ).then((results) => {
             const ms = performance.now() - sent;
-            for (const r of results) if (r.status === "committed") latencies.push(ms);
+            const index = Math.floor((sent - start) / 1000);
+            bySecond[index] ??= [];
+            const second = bySecond[index];
+            for (const r of results) {
+              if (r.status !== "committed") continue;
+              latencies.push(ms);
+              second.push(ms);
+            }
           }),
         );
       }
@@ -246,6 +257,13 @@ async function main() {
           : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
         "\n",
     );
+    if (args["latency-by-second"]) {
+      const rows = bySecond.map((list, i) => {
+        list.sort((a, b) => a - b);
+        return `  second ${i}: p50 ${percentile(list, 50).toFixed(1)} ms, p99 ${percentile(list, 99).toFixed(1)} ms, max ${list[list.length - 1]!.toFixed(1)} ms (${list.length} txs)`;
+      });
+      process.stdout.write(`latency by second of sending:\n${rows.join("\n")}\n`);
+    }
     if (args.timeline) {
       const heights = readTimeline(net.dir, latencyStartMs, Date.now());
       process.stdout.write(`latency phase timeline: ${describeTimeline(heights).join("\n")}\n`);
