@@ -1,6 +1,7 @@
 /**
  * The node's hot paths made cheaper for throughput keep their meaning: native SHA-256 in the core
- * equals the JavaScript one the browser SDK uses, and the chain database belongs to one process.
+ * equals the JavaScript one the browser SDK uses, and the chain database belongs to one process and
+ * carries no index nothing reads.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -44,6 +45,42 @@ describe("chain store", () => {
       const again = ChainStore.open(dir);
       assert.deepEqual([...again.getMeta("probe")!], [1]);
       again.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("drops the unread index of transactions by height from a store made before, and still finds them by id", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "citychain-store-"));
+    const indexes = (store: ChainStore) =>
+      store.db
+        .prepare<[], { name: string }>(
+          "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'txs'",
+        )
+        .all()
+        .map((row) => row.name);
+    try {
+      const old = ChainStore.open(dir);
+      old.db.exec("CREATE INDEX txs_by_height ON txs (height, idx)");
+      old.commitBlock({
+        height: 0,
+        hash: new Uint8Array(32).fill(7),
+        timeMs: 1,
+        blockBytes: new Uint8Array([1, 2, 3]),
+        txCount: 1,
+        commitBytes: null,
+        txs: [{ id: "ab".repeat(32), index: 0, code: "OK", message: "", data: new Uint8Array([9]) }],
+        stateWrites: new Map(),
+        treeWrites: new Map(),
+        stateRoot: new Uint8Array(32),
+      });
+      assert.deepEqual(indexes(old), ["txs_by_height"]);
+      old.close();
+      const reopened = ChainStore.open(dir);
+      assert.deepEqual(indexes(reopened), []);
+      assert.equal(reopened.getTx("ab".repeat(32))?.height, 0);
+      assert.equal(reopened.isCommitted("ab".repeat(32)), true);
+      reopened.close();
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
