@@ -232,6 +232,8 @@ export class ConsensusDriver {
   private pauseProposer: { readonly height: number; readonly id: Uint8Array } | null = null;
   /** The height this node will enter once there is work (waitForWork), or -1. */
   private idleHeight = -1;
+  /** When the pause after the decision before idleHeight ends (clock ms): work may not cut it short. */
+  private idlePauseEndsAtMs = 0;
   /** The height for which onPeerAhead was last called (once per height). */
   private peerAheadAt = -1;
   private enteredHeightAtMs = 0;
@@ -287,6 +289,7 @@ export class ConsensusDriver {
   private advanceTo(height: number, delayMs: number): void {
     if (this.options.waitForWork && this.ports.app.hasPendingWork?.() === false) {
       this.idleHeight = height;
+      this.idlePauseEndsAtMs = this.ports.clock.now() + delayMs;
       return;
     }
     if (delayMs === 0) this.nextHeight = height;
@@ -300,12 +303,26 @@ export class ConsensusDriver {
     }
   }
 
-  /** The application has work (a transaction arrived): an idle node starts its next height. */
+  /**
+   * The application has work (a transaction arrived), or a peer is at the next height: an idle node
+   * starts that height, once the pause after its decision has run out. Work that comes during the
+   * pause does not cut it short, as it does not for a node that had work all along: the height's
+   * proposer would propose before it gathered what the pause is for, and a node entering early starts
+   * its propose timeout early, which with a pause near timeoutProposeMs ran out before the paused
+   * proposer proposed (rounds lost at timeoutCommitMs = 1000). The round-0 proposal ends the pause as
+   * usual (route).
+   */
   wake(): void {
     if (this.stopped || this.idleHeight < 0) return;
     const height = this.idleHeight;
     this.idleHeight = -1;
-    this.enterHeight(height);
+    const remainingMs = this.idlePauseEndsAtMs - this.ports.clock.now();
+    if (remainingMs <= 0) {
+      this.enterHeight(height);
+      return;
+    }
+    this.pausedBefore = height;
+    this.after(remainingMs, () => this.enterHeight(height));
   }
 
   stop(): void {

@@ -397,6 +397,66 @@ describe("consensus driver", () => {
     assert.equal(next.node.driver.view()?.height, 2);
   });
 
+  it("keeps its pause after a decision when work wakes it from idle, unless the next proposer proposes", () => {
+    const pauseMs = 1000;
+    const proposer2 = set.validators.findIndex((v) =>
+      sameValue(v.id, new ProposerSchedule(nextHeightValidatorSet(set)).proposer(0).id),
+    );
+    const waiter = [0, 1, 2, 3].find((i) => i !== proposer2 && i !== proposer0)!;
+    /** Height 1 decided at `index` at time 0 with nothing pending, so it idles before height 2. */
+    const decideIdle = (index: number) => {
+      const chain = chainOf(index);
+      let pending = false;
+      Object.assign(chain, { hasPendingWork: () => pending });
+      const clock = new ManualClock();
+      const node = boot(index, new MemoryWal(), chain, clock, undefined, undefined, {
+        timeoutCommitMs: pauseMs,
+        waitForWork: true,
+      });
+      if (index !== proposer0) node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
+      const voters = [0, 1, 2, 3].filter((i) => i !== index).slice(0, 2);
+      for (const type of [1, 2] as const)
+        for (const i of voters)
+          node.driver.receive("p", voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+      assert.equal(chain.height(), 1);
+      const height = () => node.driver.view()?.height;
+      const work = () => {
+        pending = true;
+        node.driver.wake();
+      };
+      return { node, clock, chain, height, work };
+    };
+
+    // Work after the pause ran out: the height starts at once.
+    const late = decideIdle(waiter);
+    late.clock.advance(pauseMs * 2);
+    assert.equal(late.height(), 1, "idle: nothing to put in height 2");
+    late.work();
+    assert.equal(late.height(), 2);
+
+    // Work during the pause: the height starts when the pause ends, not before.
+    const early = decideIdle(waiter);
+    early.clock.advance(100);
+    early.work();
+    assert.equal(early.height(), 1, "woken 100 ms into a 1,000 ms pause");
+    early.node.driver.receive("p", voteBytes(proposer2, { type: 1, height: 2, round: 0, blockHash: null }));
+    assert.equal(early.height(), 1, "a peer's vote at height 2 does not end the pause");
+    early.clock.advance(pauseMs - 101);
+    assert.equal(early.height(), 1);
+    early.clock.advance(1);
+    assert.equal(early.height(), 2, "entered when the pause ran out");
+
+    // The next proposer's round-0 proposal ends a pause that work resumed, as it ends any pause.
+    const block2 = decideIdle(proposer2).chain.proposeBlock(2, 0);
+    const cut = decideIdle(waiter);
+    cut.clock.advance(100);
+    cut.work();
+    cut.clock.advance(50);
+    assert.equal(cut.height(), 1);
+    cut.node.driver.receive("p", proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
+    assert.equal(cut.height(), 2, "entered on the proposal, 150 ms in");
+  });
+
   it("sends the previous decision to a proposer that stays silent at a new height", () => {
     const proposer2 = new ProposerSchedule(nextHeightValidatorSet(set)).proposerIndex(0);
     assert.notEqual(proposer2, self, "precondition: another validator proposes height 2");
