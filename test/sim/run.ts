@@ -7,6 +7,7 @@
  * --behaviors b1,b2 (Byzantine behaviours, default: drawn per node), --colluding, --delay-ms N
  * (one-way link delay), --commit-ms N (pause after each decision, so faults overlap more heights),
  * --membership join-leave (the last node joins the validators at height 3, node 0 leaves at 6),
+ * --work-ms N (nodes wait for work; a transaction arrives every N to 2N ms),
  * --verbose (print the decision log and where each node stood).
  */
 import { parseArgs } from "node:util";
@@ -36,6 +37,7 @@ function main(): void {
       "commit-ms": { type: "string" },
       verbose: { type: "boolean", default: false },
       membership: { type: "string" },
+      "work-ms": { type: "string" },
     },
   });
   const config: SimConfig = {
@@ -53,6 +55,7 @@ function main(): void {
     ...(values["commit-ms"] === undefined
       ? {}
       : { driver: { timeoutCommitMs: Number(values["commit-ms"]) } }),
+    ...(values["work-ms"] === undefined ? {} : { work: { meanGapMs: Number(values["work-ms"]) } }),
   };
   const started = performance.now();
   const result = simulate(config);

@@ -105,6 +105,11 @@ export interface SimChainHooks {
 export class SimChain implements Application {
   private readonly decided: StoredDecision[] = [];
   private readonly sets: ValidatorSet[] = [];
+  /**
+   * Transactions that reached this node and are not in a block yet (the simulation's work mode: the
+   * driver then waits for work, as a network node does). A commit takes them all; a crash loses them.
+   */
+  pendingWork = 0;
 
   constructor(
     readonly node: number,
@@ -144,6 +149,10 @@ export class SimChain implements Application {
     return { hash: simBlockHash(bytes), bytes };
   }
 
+  hasPendingWork(): boolean {
+    return this.pendingWork > 0;
+  }
+
   hashBlock(bytes: Uint8Array): Uint8Array | null {
     return decodeSimBlock(bytes) === null ? null : simBlockHash(bytes);
   }
@@ -157,6 +166,7 @@ export class SimChain implements Application {
     assert(this.validateBlock(height, blockBytes), "only valid blocks commit");
     const decision = { blockHash, blockBytes, commit };
     this.decided.push(decision);
+    this.pendingWork = 0;
     const stepped = nextHeightValidatorSet(this.validatorSet(height));
     const change = this.changes.get(height + 1);
     this.sets[height + 1] = change === undefined ? stepped : carryPriorities(stepped, change);

@@ -72,6 +72,13 @@ export interface SimConfig {
   readonly machine?: Partial<MachineOptions>;
   readonly driver?: Partial<Pick<DriverOptions, "rebroadcastIntervalMs" | "timeoutCommitMs">>;
   /**
+   * Work mode: nodes start a height only when they have work (DriverOptions.waitForWork, as every
+   * network node runs). A transaction arrives at a random node every 1 to 2 x meanGapMs (virtual) and
+   * reaches the others over the network's delay, as gossip; a block takes all of a node's pending
+   * work and a crash loses it. Without it every node always has work.
+   */
+  readonly work?: { readonly meanGapMs: number };
+  /**
    * Validator set changes while the run goes on. "join-leave": the last node is not a validator at
    * genesis and joins at height 3; node 0 leaves at height 6 (and keeps following as an observer).
    * Needs at least 5 nodes (each change moves less than a third of the power).
@@ -186,6 +193,7 @@ export function reproduceCommand(config: SimConfig): string {
   if (config.driver?.timeoutCommitMs !== undefined)
     parts.push(`--commit-ms ${config.driver.timeoutCommitMs}`);
   if (config.membership !== undefined) parts.push(`--membership ${config.membership}`);
+  if (config.work !== undefined) parts.push(`--work-ms ${config.work.meanGapMs}`);
   return parts.join(" ");
 }
 
@@ -300,6 +308,8 @@ class Simulation {
   private crashes = 0;
   private restarts = 0;
   private evidence = 0;
+  /** Draws of the work mode's arrivals (forked last, so a config without work draws as before). */
+  private readonly workPrng: Prng | null;
 
   constructor(private readonly config: SimConfig) {
     if (config.nodes < 1 || config.byzantine < 0 || config.byzantine > config.nodes)
@@ -329,6 +339,7 @@ class Simulation {
       blockBytesMax: simBlockBytesMax,
       machine: { ...defaultMachineOptions, ...config.machine },
       ...config.driver,
+      ...(config.work === undefined ? {} : { waitForWork: true }),
     };
     const validators = keys.map((k, i) => validatorFor(k, validatorPower, i));
     this.schedule = membershipSchedule(config, validators);
@@ -360,6 +371,9 @@ class Simulation {
         generation: 0,
       });
     }
+    if (config.work !== undefined && !(config.work.meanGapMs >= 1))
+      throw new RangeError("work.meanGapMs is at least 1");
+    this.workPrng = config.work === undefined ? null : this.prng.fork();
   }
 
   private drawBehaviors(): ReadonlySet<ByzantineBehavior> {
@@ -375,6 +389,7 @@ class Simulation {
   run(): SimResult {
     for (const node of this.nodes) this.boot(node);
     for (const c of this.plan.crashes) this.scheduleCrash(c);
+    if (this.workPrng !== null) this.scheduleWork(this.workPrng, this.config.work!.meanGapMs);
     const maxMs = this.config.maxVirtualMs ?? this.deadlineMs;
     const eventsMax = this.config.eventsMax ?? defaultEventsMax;
     while (!this.aborted && this.doneNodes < this.honest.length) {
@@ -521,8 +536,27 @@ class Simulation {
     if (driver !== null) this.guard(node, () => driver.receive(String(from), bytes));
   }
 
+  /** The next transaction of the work mode, and the one after it, until the run ends. */
+  private scheduleWork(prng: Prng, meanGapMs: number): void {
+    this.at(this.now + prng.between(meanGapMs, 2 * meanGapMs), () => {
+      const origin = prng.between(0, this.nodes.length - 1);
+      const { baseDelayMs, jitterMs } = this.plan.network;
+      for (const node of this.nodes) {
+        const delayMs = node.index === origin ? 0 : baseDelayMs + prng.between(0, jitterMs);
+        this.at(this.now + delayMs, () => {
+          if (node.driver === null) return; // a node that is down never hears of it
+          node.chain.pendingWork++;
+          const driver = node.driver;
+          this.guard(node, () => driver.wake());
+        });
+      }
+      this.scheduleWork(prng, meanGapMs);
+    });
+  }
+
   private crash(node: SimNode): void {
     if (node.driver === null) return;
+    node.chain.pendingWork = 0;
     node.driver.stop();
     node.driver = null;
     node.generation++;

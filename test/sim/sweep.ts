@@ -1,8 +1,9 @@
 /**
  * A long sweep over many seeds (`npm run sim:sweep -- --seeds 1000 --minutes 30`). Each seed draws
  * its own shape: 4, 5, 7 or 10 validators, up to the most Byzantine nodes BFT tolerates
- * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights, and for a third
- * of the seeds with 5 or more validators a change of the set mid-run. Every failure
+ * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights, for a third
+ * of the seeds with 5 or more validators a change of the set mid-run, and for half of them nodes
+ * that wait for work (SimConfig.work). Every failure
  * prints the one-line command that reproduces it; the exit code is 1 when any seed failed.
  *
  * Flags: --seeds N (how many; default unbounded within --minutes), --start N (first seed, default 1),
@@ -29,7 +30,10 @@ export function sweepConfig(seed: number, nodes?: number): SimConfig {
     n >= 5 && prng.chance(1 / 3) && byzantine <= Math.floor((n - 2) / 3)
       ? { membership: "join-leave" as const }
       : {};
-  return { seed, nodes: n, byzantine, faults, heights, ...driver, ...membership };
+  // Half the seeds wait for work as network nodes do, with transactions sparse or dense. Drawn last,
+  // so the shapes drawn before it stay what they were.
+  const work = prng.chance(0.5) ? { work: { meanGapMs: prng.pick([20, 150, 800]) } } : {};
+  return { seed, nodes: n, byzantine, faults, heights, ...driver, ...membership, ...work };
 }
 
 function main(): void {

@@ -126,6 +126,37 @@ describe("simulation: safety and liveness hold", () => {
     }
   });
 
+  it("nodes that wait for work, as network nodes do, idle between transactions and wake for them under faults", () => {
+    for (const seed of [81, 82, 83, 84, 85, 86]) {
+      const nodes = seed <= 83 ? 4 : 7;
+      const meanGapMs = [20, 400, 1000][seed % 3]!;
+      const timeoutCommitMs = [0, 200, 1000][(seed >> 1) % 3]!;
+      const result = expectOk({
+        seed,
+        nodes,
+        byzantine: Math.floor((nodes - 1) / 3),
+        faults: allFaults,
+        heights: 5,
+        driver: { timeoutCommitMs },
+        work: { meanGapMs },
+      });
+      assert.match(result.reproduce, new RegExp(`--work-ms ${meanGapMs}$`));
+    }
+    // Without faults the chain makes a block only when a transaction has come: five heights with one
+    // every 1 to 2 s take at least four gaps.
+    const sparse = expectOk({
+      seed: 87,
+      nodes: 4,
+      byzantine: 0,
+      faults: [],
+      heights: 5,
+      work: { meanGapMs: 1000 },
+    });
+    assert.ok(sparse.stats.virtualMs >= 4000, `${sparse.stats.virtualMs} virtual ms`);
+    const dense = expectOk({ seed: 87, nodes: 4, byzantine: 0, faults: [], heights: 5 });
+    assert.ok(dense.stats.virtualMs < 1000, `${dense.stats.virtualMs} virtual ms`);
+  });
+
   it("a seed reproduces its run exactly", () => {
     const config: SimConfig = { seed: 77, nodes: 4, byzantine: 1, faults: allFaults, heights: 4 };
     const a = simulate(config);
