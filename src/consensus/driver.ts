@@ -706,6 +706,11 @@ export class ConsensusDriver {
           : message.height;
     // A peer at the height we are idling before has work: join it.
     if (this.idleHeight > 0 && height >= this.idleHeight) this.wake();
+    // That height's decision needs no pause before it: the height is over; take it now (below).
+    if (message.kind === "decision" && height === this.pausedBefore) {
+      if (this.draining) this.nextHeight = height;
+      else this.enterHeight(height);
+    }
     const current = this.currentHeight();
     if (message.kind === "decision") {
       if (height === current) this.acceptDecision(message.blockBytes, message.commit);

@@ -455,6 +455,36 @@ describe("consensus driver", () => {
     assert.equal(cut.height(), 1);
     cut.node.driver.receive("p", proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
     assert.equal(cut.height(), 2, "entered on the proposal, 150 ms in");
+
+    // Height 2's decision, as a node that decided it answers a peer still voting at height 2.
+    const decider = decideIdle(waiter);
+    decider.clock.advance(pauseMs);
+    decider.work();
+    decider.node.driver.receive("p", proposalBytes(proposer2, 0, block2.bytes, block2.hash, 2));
+    for (const type of [1, 2] as const)
+      for (const i of [0, 1, 2, 3].filter((v) => v !== waiter).slice(0, 2))
+        decider.node.driver.receive("p", voteBytes(i, { type, height: 2, round: 0, blockHash: block2.hash }));
+    assert.equal(decider.chain.height(), 2);
+    decider.clock.advance(pauseMs);
+    assert.equal(decider.height(), 3);
+    decider.clock.advance(defaultDriverOptions.catchUpGraceMs);
+    const lateVoter = [0, 1, 2, 3].find((v) => v !== waiter)!;
+    decider.node.driver.receive(
+      "late",
+      voteBytes(lateVoter, { type: 1, height: 2, round: 0, blockHash: null }),
+    );
+    const decision2 = decider.node.sentTo.find((m) => m.peer === "late")?.message;
+    assert.ok(decision2?.kind === "decision" && decision2.height === 2);
+
+    // A node pausing before height 2 takes that decision at once, not through catch-up.
+    const paused = decideIdle(waiter);
+    const behindCalls: number[] = [];
+    Object.assign(paused.chain, { onBehind: (h: number) => behindCalls.push(h) });
+    paused.clock.advance(100);
+    paused.work();
+    paused.node.driver.receive("p", encodeConsensusMessage(decision2));
+    assert.equal(paused.chain.height(), 2, "height 2 committed from the decision");
+    assert.deepEqual(behindCalls, []);
   });
 
   it("sends the previous decision to a proposer that stays silent at a new height", () => {
