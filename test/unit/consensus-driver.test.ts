@@ -165,6 +165,15 @@ function proposalBytes(
 
 const block = chainOf(proposer0).proposeBlock(1, 0);
 
+/** Hands validator `index`'s node height 1's proposal and two others' prevotes and precommits. */
+function decideHeight1From(node: Node, index: number): void {
+  if (index !== proposer0) node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
+  const voters = [0, 1, 2, 3].filter((i) => i !== index).slice(0, 2);
+  for (const type of [1, 2] as const)
+    for (const i of voters)
+      node.driver.receive("p", voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+}
+
 describe("consensus driver", () => {
   it("drops malformed, foreign, forged and misattributed messages without disturbing the machine", () => {
     const node = boot(self, new MemoryWal(), chainOf(self), new ManualClock());
@@ -360,11 +369,7 @@ describe("consensus driver", () => {
       const node = boot(index, new MemoryWal(), chain, clock, undefined, undefined, {
         timeoutCommitMs: pauseMs,
       });
-      if (index !== proposer0) node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
-      const voters = [0, 1, 2, 3].filter((i) => i !== index).slice(0, 2);
-      for (const type of [1, 2] as const)
-        for (const i of voters)
-          node.driver.receive("p", voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+      decideHeight1From(node, index);
       assert.equal(chain.height(), 1);
       assert.equal(node.driver.view()?.height, 1, "pausing after the decision");
       return { node, chain, clock };
@@ -413,11 +418,7 @@ describe("consensus driver", () => {
         timeoutCommitMs: pauseMs,
         waitForWork: true,
       });
-      if (index !== proposer0) node.driver.receive("p", proposalBytes(proposer0, 0, block.bytes, block.hash));
-      const voters = [0, 1, 2, 3].filter((i) => i !== index).slice(0, 2);
-      for (const type of [1, 2] as const)
-        for (const i of voters)
-          node.driver.receive("p", voteBytes(i, { type, height: 1, round: 0, blockHash: block.hash }));
+      decideHeight1From(node, index);
       assert.equal(chain.height(), 1);
       const height = () => node.driver.view()?.height;
       const work = () => {
