@@ -20,6 +20,19 @@ import type { ChainNode } from "./node.ts";
 /** Blocks built or checked at the current height and kept for the decision. */
 export const preparedBlocksMax = 16;
 
+/**
+ * How far a proposed block's time may be ahead of this node's clock for the node to vote for it.
+ * Block time only has to increase, and every later block's time is at least its predecessor's: a
+ * proposer whose clock is wrong (or a Byzantine one) could otherwise set a block a year ahead, and
+ * from then on every transaction would be "expired before its block" and every certificate judged
+ * at that date. With this rule a block more than this far ahead gets no honest prevote, so block time
+ * stays within this bound of honest clocks. Like CometBFT's proposer-based timestamps (precision plus
+ * message delay), it is generous: nodes keep NTP time to well under a second, a proposal travels in
+ * under one. It judges proposals only: a decided block (certificate, catch-up) commits whatever this
+ * node's clock says, and a re-proposed block is never refused on time (time only moves forward).
+ */
+export const blockTimeAheadMaxMs = 15_000;
+
 export interface LedgerApplicationHooks {
   onBehind?(height: number): void;
   onEvidence?(evidence: Evidence): void;
@@ -96,6 +109,13 @@ export class LedgerApplication implements Application {
     if (height !== this.ledger.height() + 1) return false;
     try {
       const block = this.blockOf(bytes);
+      const aheadMs = block.header.timeMs - this.clock.now();
+      if (aheadMs > blockTimeAheadMaxMs) {
+        throw new CodedError(
+          "BLOCK_MALFORMED",
+          `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
+        );
+      }
       if (this.prepared.has(toHex(block.hash))) return true;
       this.keep(this.ledger.checkBlock(block));
       return true;

@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import type { Commit } from "../../src/core/block.ts";
 import { utf8 } from "../../src/core/encoding.ts";
 import { decodeTx, encodeTx } from "../../src/core/tx.ts";
+import { blockTimeAheadMaxMs, LedgerApplication } from "../../src/node/consensus-app.ts";
 import { txBytesKey } from "../../src/node/ledger.ts";
 import { buildTx } from "../../src/sdk/tx-builder.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
@@ -206,5 +207,31 @@ describe("the replay check", () => {
     } finally {
       store.isCommitted = isCommitted;
     }
+  });
+});
+
+describe("a proposed block's time", () => {
+  it("may not run ahead of the validator's clock by more than blockTimeAheadMaxMs", () => {
+    const { node } = net.node;
+    const ledger = node.ledger;
+    const height = ledger.height() + 1;
+    const now = Date.now();
+    const appAt = (nowMs: number, refused: string[] = []) =>
+      new LedgerApplication(
+        ledger,
+        node,
+        { now: () => nowMs },
+        { onRefused: (_h, why) => refused.push(why) },
+      );
+    // A proposer whose clock runs a minute fast.
+    const fast = appAt(now + 60_000).proposeBlock(height, 0);
+    const refused: string[] = [];
+    assert.equal(appAt(now, refused).validateBlock(height, fast.bytes), false);
+    assert.match(refused[0] ?? "", /block time is 60000 ms ahead of this node's clock/);
+    // The same block is fine for a validator whose clock is within the bound of it.
+    assert.equal(appAt(now + 60_000 - blockTimeAheadMaxMs).validateBlock(height, fast.bytes), true);
+    // And a block on time, or behind (a slow proposer), is judged on its content alone.
+    assert.equal(appAt(now).validateBlock(height, appAt(now - 30_000).proposeBlock(height, 0).bytes), true);
+    assert.equal(ledger.height(), height - 1, "nothing committed");
   });
 });
