@@ -28,8 +28,9 @@ export const preparedBlocksMax = 16;
  * at that date. With this rule a block more than this far ahead gets no honest prevote, so block time
  * stays within this bound of honest clocks. Like CometBFT's proposer-based timestamps (precision plus
  * message delay), it is generous: nodes keep NTP time to well under a second, a proposal travels in
- * under one. It judges proposals only: a decided block (certificate, catch-up) commits whatever this
- * node's clock says, and a re-proposed block is never refused on time (time only moves forward).
+ * under one. It is part of this node's verdict on a block it has not judged before, which consensus
+ * uses to vote and to decide; catch-up applies certified blocks without it, so a node whose own clock
+ * is slow follows the chain that way (docs/spec/consensus.md, "Block time").
  */
 export const blockTimeAheadMaxMs = 15_000;
 
