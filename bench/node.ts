@@ -208,7 +208,6 @@ async function main() {
     const perTick = Math.max(1, Math.round(rate / 100));
     const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
     const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
-    const latencies: number[] = [];
     /** Latencies by the second (from the phase's start) in which their batch was sent. */
     const bySecond: number[][] = [];
     if (seconds === 0) return;
@@ -233,17 +232,13 @@ async function main() {
             const index = Math.floor((sent - start) / 1000);
             bySecond[index] ??= [];
             const second = bySecond[index];
-            for (const r of results) {
-              if (r.status !== "committed") continue;
-              latencies.push(ms);
-              second.push(ms);
-            }
+            for (const r of results) if (r.status === "committed") second.push(ms);
           }),
         );
       }
       await Promise.all(inflight);
     });
-    latencies.sort((a, b) => a - b);
+    const latencies = bySecond.flat().sort((a, b) => a - b);
     const latRounds =
       nodeCount > 1
         ? await heightsPastRoundZero(roundProbe, heightBeforeLatency, (await roundProbe.status()).height)

@@ -22,7 +22,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { utf8 } from "../src/core/encoding.ts";
-import { SparseMerkleTree, smtNodeKeyToHex } from "../src/core/smt.ts";
+import { rootNodeKeyHex, SparseMerkleTree, smtNodeKeyToHex } from "../src/core/smt.ts";
 import { ChainStore, type StoredTx } from "../src/storage/chain-store.ts";
 
 const { values: args } = parseArgs({
@@ -45,8 +45,6 @@ const variants: ReadonlyArray<{ name: string; leave: ReadonlySet<Leave> }> = [
   { name: "nothing", leave: new Set(["tree", "txs", "state"]) },
 ];
 
-/** The root's node key: a tree with any key always stores its root. */
-const rootNodeKeyHex = "00";
 const value = utf8("value-12345");
 
 function writtenBytes(): number {
@@ -82,6 +80,7 @@ function run(blockSize: number, leave: ReadonlySet<Leave>): string {
         commitBytes: crypto.randomBytes(400),
         txs: leaving("txs") ? [] : txs,
         stateWrites: leaving("state") ? new Map() : writes,
+        // Without tree nodes but the root, which a tree with any key always stores.
         treeWrites: leaving("tree")
           ? new Map([...batch.nodeWrites].filter(([key]) => key === rootNodeKeyHex))
           : batch.nodeWrites,

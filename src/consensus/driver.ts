@@ -293,10 +293,7 @@ export class ConsensusDriver {
       return;
     }
     if (delayMs === 0) this.nextHeight = height;
-    else {
-      this.pausedBefore = height;
-      this.after(delayMs, () => this.enterHeight(height));
-    }
+    else this.pauseBefore(height, delayMs);
     if (this.nextHeight > 0 && !this.draining) {
       this.nextHeight = -1;
       this.enterHeight(height);
@@ -317,12 +314,21 @@ export class ConsensusDriver {
     const height = this.idleHeight;
     this.idleHeight = -1;
     const remainingMs = this.idlePauseEndsAtMs - this.ports.clock.now();
-    if (remainingMs <= 0) {
-      this.enterHeight(height);
-      return;
-    }
+    if (remainingMs <= 0) this.enterHeight(height);
+    else this.pauseBefore(height, remainingMs);
+  }
+
+  /** Enters `height` once `ms` have passed, unless its proposal or its decision ends the pause first. */
+  private pauseBefore(height: number, ms: number): void {
     this.pausedBefore = height;
-    this.after(remainingMs, () => this.enterHeight(height));
+    this.after(ms, () => this.enterHeight(height));
+  }
+
+  /** Enters the height this node is pausing before now (after the current input if one is running). */
+  private endPause(height: number): void {
+    this.pausedBefore = -1;
+    if (this.draining) this.nextHeight = height;
+    else this.enterHeight(height);
   }
 
   stop(): void {
@@ -707,10 +713,7 @@ export class ConsensusDriver {
     // A peer at the height we are idling before has work: join it.
     if (this.idleHeight > 0 && height >= this.idleHeight) this.wake();
     // That height's decision needs no pause before it: the height is over; take it now (below).
-    if (message.kind === "decision" && height === this.pausedBefore) {
-      if (this.draining) this.nextHeight = height;
-      else this.enterHeight(height);
-    }
+    if (message.kind === "decision" && height === this.pausedBefore) this.endPause(height);
     const current = this.currentHeight();
     if (message.kind === "decision") {
       if (height === current) this.acceptDecision(message.blockBytes, message.commit);
@@ -723,9 +726,7 @@ export class ConsensusDriver {
       if (message.kind === "proposal" && this.endsPause(message.proposal)) {
         // The next height's proposer has proposed: pausing longer would only delay this node's
         // vote, and a node still pausing when the height is decided without it falls behind.
-        this.pausedBefore = -1;
-        if (this.draining) this.nextHeight = height;
-        else this.enterHeight(height);
+        this.endPause(height);
         return;
       }
       if (this.peerAheadAt !== current && !(this.view()?.decided ?? false)) {

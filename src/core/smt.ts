@@ -86,7 +86,7 @@ export const smtNodeBytesMax = nodeHeaderBytes + slotsPerNode * leafSlotBytes;
 const positionsPerNode = 32;
 /** Stored bytes plus every position's hash: the most memory one node's data can take. */
 const nodeDataBytesMax = smtNodeBytesMax + (positionsPerNode - 1) * smtHashBytes;
-const rootNodeKeyHex = "00";
+export const rootNodeKeyHex = "00";
 /** A batch record: keyHash || valueHash, the layout of a leaf slot (valueHash zero for a delete). */
 const recordBytes = leafSlotBytes;
 

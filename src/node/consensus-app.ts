@@ -113,7 +113,7 @@ export class LedgerApplication implements Application {
       const aheadMs = block.header.timeMs - this.clock.now();
       if (aheadMs > blockTimeAheadMaxMs) {
         throw new CodedError(
-          "BLOCK_MALFORMED",
+          "BLOCK_TIME_AHEAD",
           `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
         );
       }
