@@ -169,6 +169,8 @@ export interface DriverCounters {
   badSignature: number;
   notProposer: number;
   blockMismatch: number;
+  /** Fresh proposals whose block time was not plausible by this node's clock (prevoted nil). */
+  untimely: number;
   wrongChain: number;
   futureBuffered: number;
   futureDropped: number;
@@ -243,6 +245,7 @@ export class ConsensusDriver {
     badSignature: 0,
     notProposer: 0,
     blockMismatch: 0,
+    untimely: 0,
     wrongChain: 0,
     futureBuffered: 0,
     futureDropped: 0,
@@ -864,7 +867,10 @@ export class ConsensusDriver {
       polRound: proposal.polRound,
       wire,
     });
-    this.feed({ kind: "proposal", proposal });
+    // Judged at arrival, once: a fresh proposal's time against this node's clock (line 22 only).
+    const timely = proposal.polRound !== -1 || (this.ports.app.isTimely?.(blockBytes) ?? true);
+    if (!timely) this.counters.untimely++;
+    this.feed({ kind: "proposal", proposal, timely });
     this.validateIfAwaited(hash);
   }
 

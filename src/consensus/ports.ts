@@ -83,6 +83,12 @@ export interface Application {
   hashBlock(bytes: Uint8Array): Uint8Array | null;
   /** The full check of valid(v) at `height` (re-execution). Must be deterministic. */
   validateBlock(height: number, bytes: Uint8Array): boolean;
+  /**
+   * Proposer-based timestamps: whether the block's time is plausible by this node's clock now, asked
+   * once when a fresh proposal (polRound -1) arrives. Not deterministic, and not part of valid(v):
+   * it only decides this node's prevote for that proposal (machine line 22). Absent: always timely.
+   */
+  isTimely?(bytes: Uint8Array): boolean;
   /** Stores the decided block with its commit certificate, atomically. */
   commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void;
   /** A decided block and its commit, to help a lagging peer; undefined when not kept. */

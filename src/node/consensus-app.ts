@@ -21,16 +21,16 @@ import type { ChainNode } from "./node.ts";
 export const preparedBlocksMax = 16;
 
 /**
- * How far a proposed block's time may be ahead of this node's clock for the node to vote for it.
- * Block time only has to increase, and every later block's time is at least its predecessor's: a
- * proposer whose clock is wrong (or a Byzantine one) could otherwise set a block a year ahead, and
- * from then on every transaction would be "expired before its block" and every certificate judged
- * at that date. With this rule a block more than this far ahead gets no honest prevote, so block time
- * stays within this bound of honest clocks. Like CometBFT's proposer-based timestamps (precision plus
- * message delay), it is generous: nodes keep NTP time to well under a second, a proposal travels in
- * under one. It is part of this node's verdict on a block it has not judged before, which consensus
- * uses to vote and to decide; catch-up applies certified blocks without it, so a node whose own clock
- * is slow follows the chain that way (docs/spec/consensus.md, "Block time").
+ * How far a fresh proposal's block time may be ahead of this node's clock for the node to prevote
+ * for it. Block time only has to increase, and every later block's time is at least its
+ * predecessor's: a proposer whose clock is wrong (or a Byzantine one) could otherwise set a block a
+ * year ahead, and from then on every transaction would be "expired before its block" and every
+ * certificate judged at that date. With this rule a block more than this far ahead gets no honest
+ * prevote when proposed, so block time stays within this bound of honest clocks. Like CometBFT's
+ * proposer-based timestamps (precision plus message delay), it is generous: nodes keep NTP time to
+ * well under a second, a proposal travels in under one. It is a prevote-only check (`isTimely`), not
+ * part of valid(v): a node whose own clock is slow still locks on, precommits and decides what the
+ * others prevoted (docs/spec/consensus.md, "Block time").
  */
 export const blockTimeAheadMaxMs = 15_000;
 
@@ -39,8 +39,8 @@ export interface LedgerApplicationHooks {
   onEvidence?(evidence: Evidence): void;
   onTimeout?(timeout: TimeoutNotice): void;
   onPeerAhead?(decidedHeight: number, from: string): void;
-  /** Why this node judged a proposed block invalid (it prevotes nil for it). */
-  onRefused?(height: number, reason: string): void;
+  /** Why this node judged a proposed block invalid, or its time untimely (it prevotes nil for it). */
+  onRefused?(height: number, why: CodedError): void;
   /** After a decided block is durable, with the state it wrote. */
   onCommitted?(height: number, writes: ReadonlyMap<string, Uint8Array | null>): void;
 }
@@ -110,13 +110,6 @@ export class LedgerApplication implements Application {
     if (height !== this.ledger.height() + 1) return false;
     try {
       const block = this.blockOf(bytes);
-      const aheadMs = block.header.timeMs - this.clock.now();
-      if (aheadMs > blockTimeAheadMaxMs) {
-        throw new CodedError(
-          "BLOCK_TIME_AHEAD",
-          `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
-        );
-      }
       if (this.prepared.has(toHex(block.hash))) return true;
       this.keep(this.ledger.checkBlock(block));
       return true;
@@ -126,11 +119,30 @@ export class LedgerApplication implements Application {
         error.code !== "INVARIANT_BROKEN" &&
         error.code !== "STORAGE_CORRUPT"
       ) {
-        this.hooks.onRefused?.(height, error.message);
+        this.hooks.onRefused?.(height, error);
         return false;
       }
       throw error;
     }
+  }
+
+  isTimely(bytes: Uint8Array): boolean {
+    let block: Block;
+    try {
+      block = this.blockOf(bytes);
+    } catch {
+      return true; // not a block: validateBlock refuses it, with the reason
+    }
+    const aheadMs = block.header.timeMs - this.clock.now();
+    if (aheadMs <= blockTimeAheadMaxMs) return true;
+    this.hooks.onRefused?.(
+      block.header.height,
+      new CodedError(
+        "BLOCK_TIME_AHEAD",
+        `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
+      ),
+    );
+    return false;
   }
 
   commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void {

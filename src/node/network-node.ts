@@ -205,8 +205,11 @@ export class NetworkNode {
       onEvidence: (evidence) => this.reportEvidence(evidence),
       onPeerAhead: (decidedHeight, from) => this.graceCheck(decidedHeight, from),
       onTimeout: (timeout) => options.logger?.info({ ...timeout }, "consensus: timeout moved the round on"),
-      onRefused: (height, reason) =>
-        options.logger?.warn({ height, reason }, "consensus: proposed block refused"),
+      onRefused: (height, why) =>
+        options.logger?.warn(
+          { height, code: why.code, reason: why.message },
+          "consensus: proposed block refused (prevoted nil)",
+        ),
     });
     this.network = new PeerNetwork({
       chainId: ledger.latest().header.chainId,

@@ -7,7 +7,8 @@
  * --behaviors b1,b2 (Byzantine behaviours, default: drawn per node), --colluding, --delay-ms N
  * (one-way link delay), --commit-ms N (pause after each decision, so faults overlap more heights),
  * --membership join-leave (the last node joins the validators at height 3, node 0 leaves at 6),
- * --work-ms N (nodes wait for work; a transaction arrives every N to 2N ms),
+ * --work-ms N (nodes wait for work; a transaction arrives every N to 2N ms), --skewed-clocks N
+ * (honest nodes whose clock is off by more than the timeliness bound, alternately slow and fast),
  * --verbose (print the decision log and where each node stood).
  */
 import { parseArgs } from "node:util";
@@ -38,6 +39,7 @@ function main(): void {
       verbose: { type: "boolean", default: false },
       membership: { type: "string" },
       "work-ms": { type: "string" },
+      "skewed-clocks": { type: "string" },
     },
   });
   const config: SimConfig = {
@@ -56,6 +58,7 @@ function main(): void {
       ? {}
       : { driver: { timeoutCommitMs: Number(values["commit-ms"]) } }),
     ...(values["work-ms"] === undefined ? {} : { work: { meanGapMs: Number(values["work-ms"]) } }),
+    ...(values["skewed-clocks"] === undefined ? {} : { skewedClocks: Number(values["skewed-clocks"]) }),
   };
   const started = performance.now();
   const result = simulate(config);

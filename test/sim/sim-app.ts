@@ -2,12 +2,14 @@
  * The simulator's application: a simple in-memory chain per node. It is the node's "disk": it
  * survives a simulated crash (the driver and machine do not).
  *
- *   block = ["citychain/simblock/v1", height, parentHash, proposerId, round, [tx...], valid]
- *   hash  = SHA-256("citychain/simblock/v1" 0x00 || block)
+ *   block = ["citychain/simblock/v2", height, parentHash, proposerId, round, timeMs, [tx...], valid]
+ *   hash  = SHA-256("citychain/simblock/v2" 0x00 || block)
  *
  * valid(v) holds when the height follows, the parent is this node's last decided block, the
  * transactions are within limits and the `valid` flag is true: a Byzantine proposer makes an invalid
  * block by clearing it (or by pointing at a wrong parent), and every honest node judges it the same way.
+ * A block's time is its proposer's clock; a node finds a proposal timely (Application.isTimely) when
+ * that time is at most `simBlockTimeAheadMaxMs` ahead of its own clock, as a network node does.
  */
 
 import type { Application, ProposedBlock } from "../../src/consensus/ports.ts";
@@ -22,7 +24,9 @@ import { type Canonical, decodeCanonical, encodeCanonical, utf8 } from "../../sr
 import { assert } from "../../src/core/errors.ts";
 import { taggedHash } from "../../src/core/hash.ts";
 
-export const simBlockTag = "citychain/simblock/v1";
+export const simBlockTag = "citychain/simblock/v2";
+/** The simulator's timeliness bound (virtual ms), the counterpart of blockTimeAheadMaxMs. */
+export const simBlockTimeAheadMaxMs = 1000;
 export const simTxsPerBlockMax = 16;
 export const simTxBytesMax = 64;
 export const simBlockBytesMax = 4096;
@@ -33,6 +37,8 @@ export interface SimBlock {
   readonly parent: Uint8Array;
   readonly proposer: Uint8Array;
   readonly round: number;
+  /** The proposer's clock when it built the block (virtual ms, offset so it is never negative). */
+  readonly timeMs: number;
   readonly txs: readonly Uint8Array[];
   readonly valid: boolean;
 }
@@ -44,6 +50,7 @@ export function encodeSimBlock(b: SimBlock): Uint8Array {
     b.parent,
     b.proposer,
     b.round,
+    b.timeMs,
     b.txs as Uint8Array[],
     b.valid,
   ]);
@@ -60,9 +67,10 @@ export function decodeSimBlock(bytes: Uint8Array): SimBlock | null {
   } catch {
     return null;
   }
-  if (!Array.isArray(raw) || raw.length !== 7) return null;
-  const [tag, height, parent, proposer, round, txs, valid] = raw as Canonical[];
+  if (!Array.isArray(raw) || raw.length !== 8) return null;
+  const [tag, height, parent, proposer, round, timeMs, txs, valid] = raw as Canonical[];
   if (tag !== simBlockTag || !Number.isSafeInteger(height) || !Number.isSafeInteger(round)) return null;
+  if (!Number.isSafeInteger(timeMs)) return null;
   if (!(parent instanceof Uint8Array) || !(proposer instanceof Uint8Array) || typeof valid !== "boolean")
     return null;
   if (!Array.isArray(txs) || !txs.every((t) => t instanceof Uint8Array)) return null;
@@ -71,6 +79,7 @@ export function decodeSimBlock(bytes: Uint8Array): SimBlock | null {
     parent,
     proposer,
     round: round as number,
+    timeMs: timeMs as number,
     txs: txs as Uint8Array[],
     valid,
   };
@@ -118,6 +127,8 @@ export class SimChain implements Application {
     private readonly hooks: SimChainHooks,
     /** Validator list from a height on (the chain's membership changes, the same on every node). */
     private readonly changes: ReadonlyMap<number, readonly Validator[]> = new Map(),
+    /** This node's clock: the virtual clock, off by this node's skew (SimConfig.skewedClocks). */
+    private readonly clockMs: () => number = () => 0,
   ) {
     this.sets[1] = genesisSet;
   }
@@ -143,6 +154,7 @@ export class SimChain implements Application {
       parent: this.lastHash(),
       proposer: this.proposerId,
       round,
+      timeMs: this.clockMs(),
       txs: syntheticTxs(this.node, height, round, ""),
       valid: true,
     });
@@ -159,6 +171,11 @@ export class SimChain implements Application {
 
   validateBlock(height: number, bytes: Uint8Array): boolean {
     return height === this.height() + 1 && isValidSimBlock(bytes, height, this.lastHash());
+  }
+
+  isTimely(bytes: Uint8Array): boolean {
+    const block = decodeSimBlock(bytes);
+    return block === null || block.timeMs - this.clockMs() <= simBlockTimeAheadMaxMs;
   }
 
   commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void {

@@ -47,7 +47,7 @@ import { EventQueue } from "./event-queue.ts";
 import { deriveKey, type SimKey, validatorFor } from "./keys.ts";
 import { type NetworkConfig, type NetworkStats, type Partition, SimNetwork } from "./network.ts";
 import { Prng } from "./prng.ts";
-import { SimChain, simBlockBytesMax } from "./sim-app.ts";
+import { SimChain, simBlockBytesMax, simBlockTimeAheadMaxMs } from "./sim-app.ts";
 
 export type FaultKind = "loss" | "duplicate" | "reorder" | "partition" | "crash";
 export const allFaults: readonly FaultKind[] = ["loss", "duplicate", "reorder", "partition", "crash"];
@@ -78,6 +78,14 @@ export interface SimConfig {
    * work and a crash loses it. Without it every node always has work.
    */
   readonly work?: { readonly meanGapMs: number };
+  /**
+   * Honest nodes whose clock is off by three times the timeliness bound (simBlockTimeAheadMaxMs):
+   * the first slow, the next fast, and so on. A slow node finds every fresh proposal of the others
+   * untimely and prevotes nil for it; a fast node's own proposals are untimely for everyone else. Both
+   * still lock, precommit and decide with the others (proposer-based timestamps), so they are checked
+   * as honest nodes; for liveness they count against f with the Byzantine ones.
+   */
+  readonly skewedClocks?: number;
   /**
    * Validator set changes while the run goes on. "join-leave": the last node is not a validator at
    * genesis and joins at height 3; node 0 leaves at height 6 (and keeps following as an observer).
@@ -117,6 +125,8 @@ const defaultFaultWindowMs = 8000;
 const defaultLivenessBoundMs = 60_000;
 const defaultEventsMax = 20_000_000;
 const validatorPower = 10;
+/** Added to every node's clock, so a slow clock's block times stay positive. */
+const clockBaseMs = 1_000_000;
 /** A catch-up request not answered in this time (virtual) is made again if the node is still behind. */
 const catchUpRetryMs = 500;
 
@@ -194,6 +204,7 @@ export function reproduceCommand(config: SimConfig): string {
     parts.push(`--commit-ms ${config.driver.timeoutCommitMs}`);
   if (config.membership !== undefined) parts.push(`--membership ${config.membership}`);
   if (config.work !== undefined) parts.push(`--work-ms ${config.work.meanGapMs}`);
+  if (config.skewedClocks !== undefined) parts.push(`--skewed-clocks ${config.skewedClocks}`);
   return parts.join(" ");
 }
 
@@ -345,8 +356,17 @@ class Simulation {
     this.schedule = membershipSchedule(config, validators);
     const genesis = genesisValidatorSet(this.schedule.get(1)!);
     const changes = new Map([...this.schedule].filter(([height]) => height > 1));
+    const skewed = config.skewedClocks ?? 0;
+    if (!(Number.isSafeInteger(skewed) && skewed >= 0 && skewed <= this.honest.length))
+      throw new RangeError("skewedClocks is between 0 and the honest nodes");
+    const skewOf = new Map(
+      this.honest
+        .slice(this.honest.length - skewed)
+        .map((node, j) => [node, (j % 2 === 0 ? -3 : 3) * simBlockTimeAheadMaxMs]),
+    );
     for (let i = 0; i < config.nodes; i++) {
       const isHonest = this.honest.includes(i);
+      const skewMs = skewOf.get(i) ?? 0;
       this.nodes.push({
         index: i,
         key: keys[i]!,
@@ -364,6 +384,7 @@ class Simulation {
             onBehind: (node, from) => this.catchUp(node, from === null ? null : Number(from)),
           },
           changes,
+          () => clockBaseMs + this.now + skewMs,
         ),
         wal: new MemoryWal(),
         timers: new Set(),

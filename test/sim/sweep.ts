@@ -2,8 +2,9 @@
  * A long sweep over many seeds (`npm run sim:sweep -- --seeds 1000 --minutes 30`). Each seed draws
  * its own shape: 4, 5, 7 or 10 validators, up to the most Byzantine nodes BFT tolerates
  * (f = floor((n - 1) / 3)), a random subset of the fault kinds and 3 to 8 heights, for a third
- * of the seeds with 5 or more validators a change of the set mid-run, and for half of them nodes
- * that wait for work (SimConfig.work). Every failure
+ * of the seeds with 5 or more validators a change of the set mid-run, for half of them nodes
+ * that wait for work (SimConfig.work), and for half of those with room under f honest nodes with
+ * skewed clocks (SimConfig.skewedClocks). Every failure
  * prints the one-line command that reproduces it; the exit code is 1 when any seed failed.
  *
  * Flags: --seeds N (how many; default unbounded within --minutes), --start N (first seed, default 1),
@@ -33,7 +34,11 @@ export function sweepConfig(seed: number, nodes?: number): SimConfig {
   // Half the seeds wait for work as network nodes do, with transactions sparse or dense. Drawn last,
   // so the shapes drawn before it stay what they were.
   const work = prng.chance(0.5) ? { work: { meanGapMs: prng.pick([20, 150, 800]) } } : {};
-  return { seed, nodes: n, byzantine, faults, heights, ...driver, ...membership, ...work };
+  // Half the seeds with room left under f give some honest nodes a clock off by more than the
+  // timeliness bound (they count against f for liveness, as the Byzantine ones do).
+  const spare = (membership.membership === undefined ? f : Math.floor((n - 2) / 3)) - byzantine;
+  const skewed = spare > 0 && prng.chance(0.5) ? { skewedClocks: prng.between(1, spare) } : {};
+  return { seed, nodes: n, byzantine, faults, heights, ...driver, ...membership, ...work, ...skewed };
 }
 
 function main(): void {

@@ -113,8 +113,9 @@ class World {
     };
   }
 
-  propose(round: number, blockHash: Uint8Array, polRound = -1, valid = true): Effect[] {
-    const first = this.input({ kind: "proposal", proposal: this.proposal(round, blockHash, polRound) });
+  propose(round: number, blockHash: Uint8Array, polRound = -1, valid = true, timely = true): Effect[] {
+    const proposal = this.proposal(round, blockHash, polRound);
+    const first = this.input({ kind: "proposal", proposal, timely });
     if (!first.some((e) => e.kind === "validateBlock")) return first;
     return [...first, ...this.input({ kind: "blockVerdict", blockHash, valid })];
   }
@@ -353,6 +354,43 @@ describe("machine: locking and the valid value (lines 34-48)", () => {
     const onTimeout = votesIn(t.timeout("prevote", 0));
     assert.equal(onTimeout.length, 1);
     assert.equal(onTimeout[0]!.blockHash, null);
+  });
+});
+
+describe("machine: proposer-based timestamps (line 22 with timely(v))", () => {
+  it("prevotes nil for a valid fresh proposal that was untimely, yet locks on and decides it", () => {
+    const w = new World(2);
+    w.start();
+    const prevote = votesIn(w.propose(0, hashA, -1, true, false));
+    assert.equal(prevote.length, 1);
+    assert.equal(prevote[0]!.blockHash, null, "untimely here: no prevote for A");
+    w.vote(voteTypePrevote, 0, null, 2);
+    // The others found A timely: their polka for A still gets this node's precommit (line 36: valid
+    // is all it asks), and their precommits decide A here (line 49).
+    const others = w.others();
+    const precommit = votesIn(w.votes(voteTypePrevote, 0, hashA, others));
+    assert.equal(precommit.length, 1);
+    assert.equal(precommit[0]!.type, voteTypePrecommit);
+    assert.equal(hex(precommit[0]!.blockHash), hex(hashA));
+    assert.equal(hex(w.view().lockedValue), hex(hashA));
+    const decided = w.votes(voteTypePrecommit, 0, hashA, others).filter((e) => e.kind === "decide");
+    assert.equal(decided.length, 1);
+    assert.ok(decided[0]!.kind === "decide" && hex(decided[0]!.blockHash) === hex(hashA));
+  });
+
+  it("does not ask timeliness of a re-proposal backed by a polka (line 28)", () => {
+    const w = new World(2);
+    const others = w.others();
+    w.start();
+    // Round 0: a polka for A that this node sees without a proposal; nobody decides.
+    w.timeout("propose", 0);
+    w.votes(voteTypePrevote, 0, hashA, others);
+    w.votes(voteTypePrecommit, 0, null, others);
+    w.timeout("precommit", 0);
+    // Round 1: A re-proposed with polRound 0 and judged untimely now: the polka vouches for it.
+    const prevote = votesIn(w.propose(1, hashA, 0, true, false));
+    assert.equal(prevote.length, 1);
+    assert.equal(hex(prevote[0]!.blockHash), hex(hashA));
   });
 });
 

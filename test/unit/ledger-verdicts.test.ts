@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { Commit } from "../../src/core/block.ts";
 import { utf8 } from "../../src/core/encoding.ts";
+import type { CodedError } from "../../src/core/errors.ts";
 import { decodeTx, encodeTx } from "../../src/core/tx.ts";
 import { blockTimeAheadMaxMs, LedgerApplication } from "../../src/node/consensus-app.ts";
 import { txBytesKey } from "../../src/node/ledger.ts";
@@ -211,12 +212,12 @@ describe("the replay check", () => {
 });
 
 describe("a proposed block's time", () => {
-  it("may not run ahead of the validator's clock by more than blockTimeAheadMaxMs", () => {
+  it("is timely only up to blockTimeAheadMaxMs ahead of the validator's clock, and never makes it invalid", () => {
     const { node } = net.node;
     const ledger = node.ledger;
     const height = ledger.height() + 1;
     const now = Date.now();
-    const appAt = (nowMs: number, refused: string[] = []) =>
+    const appAt = (nowMs: number, refused: CodedError[] = []) =>
       new LedgerApplication(
         ledger,
         node,
@@ -225,13 +226,22 @@ describe("a proposed block's time", () => {
       );
     // A proposer whose clock runs a minute fast.
     const fast = appAt(now + 60_000).proposeBlock(height, 0);
-    const refused: string[] = [];
-    assert.equal(appAt(now, refused).validateBlock(height, fast.bytes), false);
-    assert.match(refused[0] ?? "", /block time is 60000 ms ahead of this node's clock/);
-    // The same block is fine for a validator whose clock is within the bound of it.
-    assert.equal(appAt(now + 60_000 - blockTimeAheadMaxMs).validateBlock(height, fast.bytes), true);
-    // And a block on time, or behind (a slow proposer), is judged on its content alone.
-    assert.equal(appAt(now).validateBlock(height, appAt(now - 30_000).proposeBlock(height, 0).bytes), true);
+    const refused: CodedError[] = [];
+    const slowValidator = appAt(now, refused);
+    assert.equal(slowValidator.isTimely(fast.bytes), false, "no prevote for it when proposed");
+    assert.equal(refused[0]?.code, "BLOCK_TIME_AHEAD");
+    assert.match(refused[0]?.message ?? "", /block time is 60000 ms ahead of this node's clock/);
+    // Untimely is not invalid: a validator with this clock still locks on and decides the block
+    // when the others prevoted it (valid(v) is deterministic, the same on every node).
+    assert.equal(slowValidator.validateBlock(height, fast.bytes), true);
+    assert.equal(refused.length, 1, "validity refused nothing");
+    // The same block is timely for a validator whose clock is within the bound of it.
+    assert.equal(appAt(now + 60_000 - blockTimeAheadMaxMs).isTimely(fast.bytes), true);
+    // And a block on time, or behind (a slow proposer), is timely.
+    assert.equal(appAt(now).isTimely(appAt(now - 30_000).proposeBlock(height, 0).bytes), true);
+    assert.equal(appAt(now).isTimely(appAt(now).proposeBlock(height, 0).bytes), true);
+    // Bytes that are no block are for validity to refuse, with its reason.
+    assert.equal(appAt(now).isTimely(new Uint8Array([1, 2, 3])), true);
     assert.equal(ledger.height(), height - 1, "nothing committed");
   });
 });

@@ -25,6 +25,10 @@
  *     getValue() is an effect answered later and the application may fail to answer.
  *   - A proposer may equivocate: up to `proposalsPerRoundMax` proposals per round are kept (the rest
  *     dropped and reported as evidence), so a value that gathers a polka can still be locked on.
+ *   - Proposer-based timestamps (as CometBFT's): line 22 prevotes for a fresh proposal only if its
+ *     block time was timely by this node's clock when it arrived (the `timely` flag of the proposal
+ *     input). valid(v) stays deterministic and is all that lines 28, 36 and 49 ask, so a node whose
+ *     clock is off still locks, precommits and decides what the others prevoted.
  *
  * Invariants, asserted here and checked again by the simulator (docs/spec/consensus.md):
  *   NoDoubleSign, LockSafety, ValidRoundMonotone, RoundMonotone, DecideOnce.
@@ -105,7 +109,16 @@ export type MachineInput =
       readonly validatorSet: ValidatorSet;
       readonly recovery?: Recovery;
     }
-  | { readonly kind: "proposal"; readonly proposal: Proposal }
+  | {
+      readonly kind: "proposal";
+      readonly proposal: Proposal;
+      /**
+       * Whether the proposed block's time was plausible by this node's clock when the proposal
+       * arrived (proposer-based timestamps; absent means timely, as for this node's own proposals).
+       * It is judged once, at arrival, and only gates line 22: a prevote for a fresh proposal.
+       */
+      readonly timely?: boolean;
+    }
   | { readonly kind: "vote"; readonly vote: Vote }
   | { readonly kind: "commitCertificate"; readonly commit: Commit }
   | { readonly kind: "blockVerdict"; readonly blockHash: Uint8Array; readonly valid: boolean }
@@ -160,6 +173,8 @@ export type Verdict = "pending" | "valid" | "invalid";
 
 interface RoundRecord {
   readonly proposals: Proposal[];
+  /** Per proposal (same index): its block time was timely when it arrived. */
+  readonly timely: boolean[];
   prevoteTimeoutScheduled: boolean;
   polkaValueSeen: boolean;
   precommitTimeoutScheduled: boolean;
@@ -238,7 +253,7 @@ function applyInput(run: Run, input: Exclude<MachineInput, { kind: "start" }>): 
   const { hs } = run;
   switch (input.kind) {
     case "proposal":
-      return receiveProposal(run, input.proposal);
+      return receiveProposal(run, input.proposal, input.timely ?? true);
     case "vote":
       return receiveVote(run, input.vote);
     case "commitCertificate":
@@ -312,7 +327,7 @@ function restore(run: Run, recovery: Recovery): number {
       p.height === hs.height && config.self !== null && sameValue(p.proposer, config.self),
       "recovered proposals are own",
     );
-    recordProposal(hs, p);
+    recordProposal(hs, p, true);
     hs.ownProposals.set(p.round, valueKey(p.blockHash));
     hs.verdicts.set(valueKey(p.blockHash), "valid");
     round = Math.max(round, p.round);
@@ -435,6 +450,7 @@ function roundRecord(hs: HeightState, round: number): RoundRecord {
   if (r === undefined) {
     r = {
       proposals: [],
+      timely: [],
       prevoteTimeoutScheduled: false,
       polkaValueSeen: false,
       precommitTimeoutScheduled: false,
@@ -445,12 +461,14 @@ function roundRecord(hs: HeightState, round: number): RoundRecord {
   return r;
 }
 
-function recordProposal(hs: HeightState, p: Proposal): void {
-  roundRecord(hs, p.round).proposals.push(p);
+function recordProposal(hs: HeightState, p: Proposal, timely: boolean): void {
+  const record = roundRecord(hs, p.round);
+  record.proposals.push(p);
+  record.timely.push(timely);
   hs.votes.noteSender(p.round, hs.proposers.proposerIndex(p.round));
 }
 
-function receiveProposal(run: Run, p: Proposal): DropReason | null {
+function receiveProposal(run: Run, p: Proposal, timely: boolean): DropReason | null {
   const { hs, config, out } = run;
   if (p.chainId !== config.chainId) return "wrongChain";
   if (p.height !== hs.height) return "wrongHeight";
@@ -470,7 +488,7 @@ function receiveProposal(run: Run, p: Proposal): DropReason | null {
   }
   if (record.proposals.length >= proposalsPerRoundMax) return "equivocation";
   if (!requestVerdict(run, p.blockHash)) return "full";
-  recordProposal(hs, p);
+  recordProposal(hs, p, timely);
   return null;
 }
 
@@ -585,10 +603,6 @@ function verdictOf(hs: HeightState, blockHash: Uint8Array): Verdict | undefined 
   return hs.verdicts.get(valueKey(blockHash));
 }
 
-function proposalsOf(hs: HeightState, round: number): readonly Proposal[] {
-  return hs.rounds.get(round)?.proposals ?? [];
-}
-
 /** Lines 49-54: 2f + 1 precommits for id(v) in some round r, and valid(v): decide v. */
 function uponPrecommitQuorumDecide(run: Run): boolean {
   const { hs } = run;
@@ -630,12 +644,16 @@ function uponOneThirdOfHigherRound(run: Run): boolean {
 function uponProposal(run: Run): boolean {
   const { hs } = run;
   if (hs.step !== "propose") return false;
-  for (const p of proposalsOf(hs, hs.round)) {
+  const record = hs.rounds.get(hs.round);
+  if (record === undefined) return false;
+  for (const [i, p] of record.proposals.entries()) {
     const verdict = verdictOf(hs, p.blockHash);
     if (verdict !== "valid" && verdict !== "invalid") continue; // valid(v) not known yet
     const valid = verdict === "valid";
     if (p.polRound === -1) {
-      const ok = valid && (hs.lockedRound === -1 || sameValue(hs.lockedValue, p.blockHash)); // line 23
+      // Line 23, with proposer-based timestamps: a fresh value must also have been timely here.
+      const timely = record.timely[i] === true;
+      const ok = valid && timely && (hs.lockedRound === -1 || sameValue(hs.lockedValue, p.blockHash));
       prevoteAndAdvance(run, ok ? p.blockHash : null, -1);
       return true;
     }
