@@ -18,8 +18,9 @@ export const errorStatus = {
   TX_UNKNOWN_TYPE: 400,
   PAYLOAD_INVALID: 400,
   BLOCK_MALFORMED: 400,
-  /** A proposed block dated too far ahead of this node's clock (node/consensus-app.ts). */
+  /** A fresh proposal dated too far ahead of / behind this node's clock (node/consensus-app.ts). */
   BLOCK_TIME_AHEAD: 400,
+  BLOCK_TIME_BEHIND: 400,
   PROOF_MALFORMED: 400,
   // 401/403: who is asking
   AUTH_MISSING: 401,

@@ -34,6 +34,16 @@ export const preparedBlocksMax = 16;
  */
 export const blockTimeAheadMaxMs = 15_000;
 
+/**
+ * How far a fresh proposal's block time may be behind this node's clock for the node to prevote for
+ * it. Block time only has to exceed its predecessor's, and a chain that waits for work may sit idle
+ * for hours: without this bound a proposer could date a block just after the last one, hours back,
+ * and have it judge certificates and transaction expiry at that date (a certificate that expired in
+ * between would still sign). The allowance covers the proposal's trip and queue (well under a second
+ * here, plus a pause of up to `p2p.timeoutCommitMs` when it waits for this node to enter the height).
+ */
+export const blockTimeBehindMaxMs = 15_000;
+
 export interface LedgerApplicationHooks {
   onBehind?(height: number): void;
   onEvidence?(evidence: Evidence): void;
@@ -134,13 +144,18 @@ export class LedgerApplication implements Application {
       return true; // not a block: validateBlock refuses it, with the reason
     }
     const aheadMs = block.header.timeMs - this.clock.now();
-    if (aheadMs <= blockTimeAheadMaxMs) return true;
+    if (aheadMs >= -blockTimeBehindMaxMs && aheadMs <= blockTimeAheadMaxMs) return true;
     this.hooks.onRefused?.(
       block.header.height,
-      new CodedError(
-        "BLOCK_TIME_AHEAD",
-        `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
-      ),
+      aheadMs > 0
+        ? new CodedError(
+            "BLOCK_TIME_AHEAD",
+            `block time is ${aheadMs} ms ahead of this node's clock (at most ${blockTimeAheadMaxMs})`,
+          )
+        : new CodedError(
+            "BLOCK_TIME_BEHIND",
+            `block time is ${-aheadMs} ms behind this node's clock (at most ${blockTimeBehindMaxMs})`,
+          ),
     );
     return false;
   }

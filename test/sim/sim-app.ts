@@ -9,7 +9,7 @@
  * transactions are within limits and the `valid` flag is true: a Byzantine proposer makes an invalid
  * block by clearing it (or by pointing at a wrong parent), and every honest node judges it the same way.
  * A block's time is its proposer's clock; a node finds a proposal timely (Application.isTimely) when
- * that time is at most `simBlockTimeAheadMaxMs` ahead of its own clock, as a network node does.
+ * that time is within `simBlockTimeSkewMaxMs` of its own clock, as a network node does.
  */
 
 import type { Application, ProposedBlock } from "../../src/consensus/ports.ts";
@@ -25,8 +25,8 @@ import { assert } from "../../src/core/errors.ts";
 import { taggedHash } from "../../src/core/hash.ts";
 
 export const simBlockTag = "citychain/simblock/v2";
-/** The simulator's timeliness bound (virtual ms), the counterpart of blockTimeAheadMaxMs. */
-export const simBlockTimeAheadMaxMs = 1000;
+/** The simulator's timeliness bound (virtual ms) either way, as blockTimeAheadMaxMs / BehindMaxMs. */
+export const simBlockTimeSkewMaxMs = 1000;
 export const simTxsPerBlockMax = 16;
 export const simTxBytesMax = 64;
 export const simBlockBytesMax = 4096;
@@ -175,7 +175,7 @@ export class SimChain implements Application {
 
   isTimely(bytes: Uint8Array): boolean {
     const block = decodeSimBlock(bytes);
-    return block === null || block.timeMs - this.clockMs() <= simBlockTimeAheadMaxMs;
+    return block === null || Math.abs(block.timeMs - this.clockMs()) <= simBlockTimeSkewMaxMs;
   }
 
   commit(height: number, blockHash: Uint8Array, blockBytes: Uint8Array, commit: Commit): void {

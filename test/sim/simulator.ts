@@ -47,7 +47,7 @@ import { EventQueue } from "./event-queue.ts";
 import { deriveKey, type SimKey, validatorFor } from "./keys.ts";
 import { type NetworkConfig, type NetworkStats, type Partition, SimNetwork } from "./network.ts";
 import { Prng } from "./prng.ts";
-import { SimChain, simBlockBytesMax, simBlockTimeAheadMaxMs } from "./sim-app.ts";
+import { SimChain, simBlockBytesMax, simBlockTimeSkewMaxMs } from "./sim-app.ts";
 
 export type FaultKind = "loss" | "duplicate" | "reorder" | "partition" | "crash";
 export const allFaults: readonly FaultKind[] = ["loss", "duplicate", "reorder", "partition", "crash"];
@@ -79,7 +79,7 @@ export interface SimConfig {
    */
   readonly work?: { readonly meanGapMs: number };
   /**
-   * Honest nodes whose clock is off by three times the timeliness bound (simBlockTimeAheadMaxMs):
+   * Honest nodes whose clock is off by three times the timeliness bound (simBlockTimeSkewMaxMs):
    * the first slow, the next fast, and so on. A slow node finds every fresh proposal of the others
    * untimely and prevotes nil for it; a fast node's own proposals are untimely for everyone else. Both
    * still lock, precommit and decide with the others (proposer-based timestamps), so they are checked
@@ -362,7 +362,7 @@ class Simulation {
     const skewOf = new Map(
       this.honest
         .slice(this.honest.length - skewed)
-        .map((node, j) => [node, (j % 2 === 0 ? -3 : 3) * simBlockTimeAheadMaxMs]),
+        .map((node, j) => [node, (j % 2 === 0 ? -3 : 3) * simBlockTimeSkewMaxMs]),
     );
     for (let i = 0; i < config.nodes; i++) {
       const isHonest = this.honest.includes(i);

@@ -12,7 +12,11 @@ import type { Commit } from "../../src/core/block.ts";
 import { utf8 } from "../../src/core/encoding.ts";
 import type { CodedError } from "../../src/core/errors.ts";
 import { decodeTx, encodeTx } from "../../src/core/tx.ts";
-import { blockTimeAheadMaxMs, LedgerApplication } from "../../src/node/consensus-app.ts";
+import {
+  blockTimeAheadMaxMs,
+  blockTimeBehindMaxMs,
+  LedgerApplication,
+} from "../../src/node/consensus-app.ts";
 import { txBytesKey } from "../../src/node/ledger.ts";
 import { buildTx } from "../../src/sdk/tx-builder.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
@@ -212,7 +216,7 @@ describe("the replay check", () => {
 });
 
 describe("a proposed block's time", () => {
-  it("is timely only up to blockTimeAheadMaxMs ahead of the validator's clock, and never makes it invalid", () => {
+  it("is timely only within blockTimeAheadMaxMs ahead and blockTimeBehindMaxMs behind the validator's clock, and never makes it invalid", () => {
     const { node } = net.node;
     const ledger = node.ledger;
     const height = ledger.height() + 1;
@@ -237,9 +241,17 @@ describe("a proposed block's time", () => {
     assert.equal(refused.length, 1, "validity refused nothing");
     // The same block is timely for a validator whose clock is within the bound of it.
     assert.equal(appAt(now + 60_000 - blockTimeAheadMaxMs).isTimely(fast.bytes), true);
-    // And a block on time, or behind (a slow proposer), is timely.
-    assert.equal(appAt(now).isTimely(appAt(now - 30_000).proposeBlock(height, 0).bytes), true);
-    assert.equal(appAt(now).isTimely(appAt(now).proposeBlock(height, 0).bytes), true);
+    // A block dated far back (a slow or backdating proposer: certificates and expiry would be judged
+    // at that date; here the validator's clock runs 30 s fast) is untimely too, and just as valid.
+    const onTime = appAt(now).proposeBlock(height, 0);
+    const fastValidator = appAt(now + 30_000, refused);
+    assert.equal(fastValidator.isTimely(onTime.bytes), false);
+    assert.equal(refused[1]?.code, "BLOCK_TIME_BEHIND");
+    assert.match(refused[1]?.message ?? "", /block time is 30000 ms behind this node's clock/);
+    assert.equal(fastValidator.validateBlock(height, onTime.bytes), true);
+    assert.equal(appAt(now + blockTimeBehindMaxMs).isTimely(onTime.bytes), true);
+    // A block on time is timely.
+    assert.equal(appAt(now).isTimely(onTime.bytes), true);
     // Bytes that are no block are for validity to refuse, with its reason.
     assert.equal(appAt(now).isTimely(new Uint8Array([1, 2, 3])), true);
     assert.equal(ledger.height(), height - 1, "nothing committed");
