@@ -180,6 +180,52 @@ describe("verify pool", () => {
     );
   });
 
+  it("verifies a few signatures on the main thread while the workers are idle, with the same verdicts", async () => {
+    const pool = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1, inlineSignaturesMax: 5 });
+    try {
+      const few = cases(5);
+      assert.deepEqual(
+        await verifyAll(pool, few),
+        few.map((c) => c.expected),
+      );
+      assert.equal(pool.verifiedInline, 5);
+      assert.equal(await pool.verify(new Uint8Array([1, 2, 3]), few[0]!.message, few[0]!.signature), false);
+      assert.equal(pool.verifiedInline, 6);
+      // More than inlineSignaturesMax at once: a worker's job.
+      const six = cases(6);
+      assert.deepEqual(
+        await verifyAll(pool, six),
+        six.map((c) => c.expected),
+      );
+      assert.equal(pool.verifiedInline, 6);
+      // A few that come while a worker has a batch in flight join the workers too.
+      const busy = cases(400); // ~20 ms of work for the worker
+      const big = Promise.all(busy.map((c) => pool.verify(c.key, c.message, c.signature)));
+      await new Promise((resolve) => setImmediate(resolve)); // the big batch is sent
+      const two = cases(2);
+      assert.deepEqual(
+        await verifyAll(pool, two),
+        two.map((c) => c.expected),
+      );
+      assert.deepEqual(
+        await big,
+        busy.map((c) => c.expected),
+      );
+      assert.equal(pool.verifiedInline, 6, "nothing more was verified on the main thread");
+      assert.equal(pool.queuedSignatures, 0);
+    } finally {
+      await pool.close();
+    }
+    const never = new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1, inlineSignaturesMax: 0 });
+    try {
+      const [one] = cases(1);
+      assert.equal(await never.verify(one!.key, one!.message, one!.signature), true);
+      assert.equal(never.verifiedInline, 0);
+    } finally {
+      await never.close();
+    }
+  });
+
   it("behind the node's verifier, still refuses a high-S (malleated) signature", async () => {
     const verifier = new NodeSignatureVerifier(new VerifyPool({ ...defaultVerifyPoolOptions, workers: 1 }));
     try {
