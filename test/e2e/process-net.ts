@@ -61,7 +61,8 @@ export interface ProcessNetwork {
   readonly passphrase: string;
   url(nodeIndex?: number): string;
   client(enrollmentId: string, nodeIndex?: number): Promise<CitychainClient>;
-  start(nodeIndex?: number): Promise<ChildProcess>;
+  /** `env` adds to (or overrides) this process's environment for that node, e.g. a fake clock. */
+  start(nodeIndex?: number, options?: { env?: Readonly<Record<string, string>> }): Promise<ChildProcess>;
   kill9(nodeIndex?: number): Promise<void>;
   stop(nodeIndex?: number): Promise<void>;
   runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
@@ -109,7 +110,7 @@ export async function createProcessNetwork(
     }
   };
 
-  const start = async (i = 0) => {
+  const start = async (i = 0, startOptions: { env?: Readonly<Record<string, string>> } = {}) => {
     const log = fs.openSync(path.join(dir, `node${i}.log`), "a");
     const child = spawn(
       process.execPath,
@@ -124,7 +125,7 @@ export async function createProcessNetwork(
         "--passphrase-file",
         layout.passphrasePath,
       ],
-      { stdio: ["ignore", log, log] },
+      { stdio: ["ignore", log, log], env: { ...process.env, ...startOptions.env } },
     );
     children.set(i, child);
     await waitReady(i, child);
