@@ -9,7 +9,7 @@
  * main thread, so verification uses the spare core without preempting the main one.
  *
  * A few signatures gathered while every worker is idle are verified on the main thread instead
- * (`inlineSignaturesMax`): at light load that costs less than the round trip.
+ * (`inlineSignaturesMax`): at light load that answers sooner than the round trip.
  *
  * Limits: at most `queuedSignaturesMax` signatures wait or are in flight (beyond that `verify`
  * refuses with RATE_LIMITED, so a flood cannot grow memory without bound); a batch carries at most
@@ -37,8 +37,8 @@ export interface VerifyPoolOptions {
    * a worker (a postMessage each way, each waking a sleeping thread) takes longer than verifying it
    * here: in `npm run bench:verify-pool` a lone signature's verdict came after 0.31-0.43 ms instead
    * of 0.41-0.70 ms and a pair's after 0.45 instead of 0.71-0.79 ms, with no CPU difference beyond
-   * the noise. Kept small, so the main thread never spends more than a
-   * couple of verifications on it; under load batches are larger or a worker is busy anyway.
+   * the noise. Kept small, so the main thread never spends more than a couple of verifications on
+   * it; under load batches are larger or a worker is busy anyway.
    */
   readonly inlineSignaturesMax: number;
 }
