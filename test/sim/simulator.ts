@@ -80,10 +80,11 @@ export interface SimConfig {
   readonly work?: { readonly meanGapMs: number };
   /**
    * Honest nodes whose clock is off by three times the timeliness bound (simBlockTimeSkewMaxMs):
-   * the first slow, the next fast, and so on. A slow node finds every fresh proposal of the others
-   * untimely and prevotes nil for it; a fast node's own proposals are untimely for everyone else. Both
-   * still lock, precommit and decide with the others (proposer-based timestamps), so they are checked
-   * as honest nodes; for liveness they count against f with the Byzantine ones.
+   * the first slow, the next fast, and so on. Either way such a node finds every fresh proposal of
+   * the others untimely and prevotes nil for it, and its own are untimely for everyone else (the
+   * simulator's blocks carry the proposer's clock as is). It still locks, precommits and decides
+   * with the others (proposer-based timestamps), so it is checked as an honest node; for liveness it
+   * counts against f with the Byzantine ones.
    */
   readonly skewedClocks?: number;
   /**
