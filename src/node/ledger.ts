@@ -65,6 +65,42 @@ export interface ValidatorChange {
   readonly proof: SmtProof | null;
 }
 
+/**
+ * Carries the stored state tree, written at the store's last flush, to the latest block by the
+ * journal of state writes since then, and stores the result (see the note in chain-store.ts). The
+ * stored tree must have block treeHeight's state root and the result the latest block's: anything
+ * else is a store edited or damaged outside the node.
+ */
+export function replayTreeJournal(
+  store: ChainStore,
+  tree: SparseMerkleTree,
+  stateRootAt: (height: number) => Uint8Array | undefined,
+): void {
+  const treeHeight = store.treeHeight();
+  const latest = store.latestHeight();
+  if (treeHeight === latest) return;
+  const flushedRoot = stateRootAt(treeHeight);
+  if (flushedRoot === undefined || !bytesEqual(tree.root(), flushedRoot)) {
+    throw new CodedError(
+      "STORAGE_CORRUPT",
+      `the stored state tree's root differs from block ${treeHeight}'s state root; run \`citychain verify\``,
+    );
+  }
+  // Later writes of a key replace earlier ones: the tree is a function of the final key set.
+  const finalValues = new Map<string, Uint8Array | null>();
+  for (const row of store.journalAfterTree()) finalValues.set(row.key, row.value);
+  const batch = tree.applyBatch([...finalValues].map(([key, value]) => ({ key: utf8(key), value })));
+  const latestRoot = stateRootAt(latest);
+  if (latestRoot === undefined || !bytesEqual(batch.root, latestRoot)) {
+    throw new CodedError(
+      "STORAGE_CORRUPT",
+      `the state tree journal after block ${treeHeight} does not give block ${latest}'s state root; run \`citychain verify\``,
+    );
+  }
+  store.flushReplayedTree(batch.nodeWrites);
+  tree.commit(batch);
+}
+
 export interface PreparedBlock {
   readonly block: Block;
   readonly execution: BlockExecution;
@@ -109,10 +145,13 @@ export class Ledger {
     if (height < 0)
       throw new CodedError("NOT_FOUND", "the store has no genesis block; run `citychain node init`");
     this.latestBlock = this.blockAt(height)!;
-    assert(
-      bytesEqual(this.tree.root(), this.latestBlock.header.stateRoot),
-      "state tree root matches the last block",
-    );
+    replayTreeJournal(store, this.tree, (h) => this.blockAt(h)?.header.stateRoot);
+    if (!bytesEqual(this.tree.root(), this.latestBlock.header.stateRoot)) {
+      throw new CodedError(
+        "STORAGE_CORRUPT",
+        `the stored state tree's root differs from block ${height}'s state root; run \`citychain verify\``,
+      );
+    }
     this.validatorHistory = store.metaWithPrefix(validatorHistoryPrefix).map((row) => ({
       height: Number(row.key.slice(validatorHistoryPrefix.length)),
       validators: decodeValidators(row.value),

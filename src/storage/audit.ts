@@ -6,7 +6,10 @@
  * stored hash, the chain of previous hashes, the transaction root, the commit certificate (>2/3 of
  * the validators' power), the last-commit hash, the results root against re-execution, the state
  * root, and the stored transaction index. Then it compares the replayed state with the state table
- * key by key and the replayed root with the stored tree. It reads the database and writes nothing.
+ * key by key; checks every stored tree node against its parent and the stored tree's root against
+ * the replayed root at the height it was written (`treeHeight`); and checks that the journal of
+ * state writes since then carries the stored tree to the replayed latest root. It reads the
+ * database and writes nothing.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -28,7 +31,7 @@ import { CodedError } from "../core/errors.ts";
 import { executeBlock, resultsRootOf } from "../core/execution.ts";
 import { checkGenesis, genesisBlock, genesisWrites } from "../core/genesis.ts";
 import { builtinHandlers } from "../core/handlers/index.ts";
-import { MemorySmtNodeStore, SparseMerkleTree } from "../core/smt.ts";
+import { auditSmtStore, MemorySmtNodeStore, type SmtAudit, SparseMerkleTree } from "../core/smt.ts";
 import { MemoryState } from "../core/state.ts";
 import { readChainParams, readValidators } from "../core/system-state.ts";
 import { decodeTx, signingBytes } from "../core/tx.ts";
@@ -88,6 +91,9 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
   const committed = new Set<string>();
   let txCount = 0;
   let height = -1;
+  const treeHeight = store.treeHeight();
+  /** The replayed tree's root at treeHeight, which the stored tree must have. */
+  let rootAtTreeHeight: Uint8Array | null = null;
   try {
     const doc = readGenesisFile(genesisPath);
     const validators0 = checkGenesis(doc, nodeX509);
@@ -101,6 +107,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
     if (!bytesEqual(prev.hash, expected0.hash))
       fail({ height: 0, what: "genesis block differs from genesis.json" });
     height = 0;
+    if (treeHeight === 0) rootAtTreeHeight = tree.root();
     let prevCommit: Commit | null = null;
     let prevValidators = readValidators(state);
     for (let h = 1; h <= latest; h++) {
@@ -144,6 +151,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
         fail({ height: h, what: "state root differs from re-execution" });
       nodes.write(next.nodeWrites);
       tree.commit(next);
+      if (h === treeHeight) rootAtTreeHeight = tree.root();
       state.apply(execution.writes);
       for (const r of execution.results) {
         const stored = store.getTx(r.txId);
@@ -165,9 +173,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
     if (storedRoot === undefined || !bytesEqual(storedRoot, tree.root())) {
       fail({ height: latest, what: "stored state root differs from the replayed one" });
     }
-    const stored = new SparseMerkleTree({ get: (k) => store.treeNode(toHex(k)) });
-    if (!bytesEqual(stored.root(), tree.root()))
-      fail({ height: latest, what: "stored state tree nodes were altered" });
+    checkStoredTree(store, rootAtTreeHeight, tree.root());
     return { ok: true, height: latest, txs: txCount, stateKeys: state.map.size, problem: null };
   } catch (error) {
     if (error instanceof Found)
@@ -183,6 +189,33 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
     }
     throw error;
   }
+}
+
+/**
+ * The stored tree is block treeHeight's, node by node; the journal after it gives the latest root.
+ * Opened read-only, the store holds no unflushed nodes: treeNode reads the table.
+ */
+function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null, latestRoot: Uint8Array) {
+  const treeHeight = store.treeHeight();
+  if (rootAtTreeHeight === null)
+    fail({ height: treeHeight, what: "stored state tree height is not a block's" });
+  const nodes = { get: (k: Uint8Array) => store.treeNode(toHex(k)) };
+  let stored: SmtAudit;
+  try {
+    stored = auditSmtStore(nodes);
+  } catch (error) {
+    if (!(error instanceof CodedError)) throw error;
+    fail({ height: treeHeight, what: `stored state tree nodes were altered (${error.message})` });
+  }
+  if (!bytesEqual(stored.root, rootAtTreeHeight))
+    fail({ height: treeHeight, what: "stored state tree nodes were altered" });
+  const latest = new Map<string, Uint8Array | null>();
+  for (const row of store.journalAfterTree()) latest.set(row.key, row.value);
+  const carried = new SparseMerkleTree(nodes).applyBatch(
+    [...latest].map(([key, value]) => ({ key: utf8(key), value })),
+  );
+  if (!bytesEqual(carried.root, latestRoot))
+    fail({ height: store.latestHeight(), what: "state tree journal differs from the replayed state writes" });
 }
 
 function loadBlock(store: ChainStore, h: number): Block {

@@ -2,10 +2,19 @@
  * The node's embedded database (SQLite through better-sqlite3): blocks, commit certificates, the
  * transaction index, world state and the state tree's nodes.
  *
- * Crash safety: a block, its commit, its results, its state writes and its tree nodes go to disk in
- * one SQLite transaction (WAL journal, synchronous=FULL), and nothing is acknowledged before that
- * transaction returns. After `kill -9` at any instant the database holds every block up to the last
- * acknowledged one, whole, and nothing of a block that was not acknowledged.
+ * Crash safety: a block, its commit, its results, its state writes and its state-tree journal rows
+ * go to disk in one SQLite transaction (WAL journal, synchronous=FULL), and nothing is acknowledged
+ * before that transaction returns. After `kill -9` at any instant the database holds every block up
+ * to the last acknowledged one, whole, and nothing of a block that was not acknowledged.
+ *
+ * The state tree's nodes are written every `treeFlushBlocks` blocks (or sooner when the unwritten
+ * ones grow past `treeFlushBytesMax`), not with every block: between two flushes they are held in
+ * memory, each node once in its latest version, and every block's state writes are appended to a
+ * journal in the same transaction as the block. The stored tree is therefore the tree of block
+ * `treeHeight()`, and the journal's rows after it carry it to the latest block; a restart replays
+ * them (Ledger) and `citychain verify` checks both (audit.ts). A node rewritten by many blocks,
+ * like the upper ones every block touches, is written once per flush instead of once per block,
+ * and the journal's rows land at the end of their table: bench/storage.ts measures the difference.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -14,7 +23,14 @@ import { assert, CodedError } from "../core/errors.ts";
 import type { LicenseIndexOps } from "../core/license/index-ops.ts";
 import { LicenseIndex, licenseIndexSchema } from "./license-index.ts";
 
-export const chainStoreSchemaVersion = 2;
+/**
+ * 3: the state tree's nodes are written in flushes, with a journal of state writes since the last
+ * one (meta `treeHeight`, table state_journal). A version-2 store's tree is at its latest block and
+ * is upgraded in place on open; a version-2 binary refuses a version-3 store, whose stored tree may
+ * lag its blocks.
+ */
+export const chainStoreSchemaVersion = 3;
+const upgradableSchemaVersions = new Set(["2"]);
 export const chainDbFileName = "chain.db";
 
 export interface StoredTx {
@@ -43,6 +59,10 @@ export interface BlockCommitBatch {
   readonly commitBytes: Uint8Array | null;
   readonly txs: ReadonlyArray<Omit<StoredTx, "height">>;
   readonly stateWrites: ReadonlyMap<string, Uint8Array | null>;
+  /**
+   * The state tree's node writes for this block (SmtBatchResult.nodeWrites). The store keeps copies
+   * until its next flush, so the arrays may be reused afterwards.
+   */
   readonly treeWrites: ReadonlyMap<string, Uint8Array | null>;
   readonly stateRoot: Uint8Array;
   /** Node-local records that must move with the block (e.g. the next height's proposer priorities). */
@@ -62,7 +82,29 @@ CREATE TABLE IF NOT EXISTS txs (
   message TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_journal (
+  height INTEGER NOT NULL, key TEXT NOT NULL, value BLOB, PRIMARY KEY (height, key)) WITHOUT ROWID;
 `;
+
+export interface ChainStoreOptions {
+  readonly readonly?: boolean;
+  /**
+   * Blocks between two writes of the state tree's nodes; 1 writes them with every block. Each
+   * flush makes that block's commit slower (bench/storage.ts reports the longest commit), and a
+   * restart replays up to this many blocks' state writes into the tree.
+   */
+  readonly treeFlushBlocks?: number;
+  /** Bytes of unwritten tree nodes (and their keys) that make the next block flush early. */
+  readonly treeFlushBytesMax?: number;
+}
+
+export const chainStoreDefaults = {
+  treeFlushBlocks: 32,
+  treeFlushBytesMax: 32 * 1024 * 1024,
+} as const;
+
+/** Meta key of the height whose state tree the tree_nodes table holds. */
+const treeHeightMetaKey = "treeHeight";
 
 /**
  * WAL pages (4 KiB) before SQLite copies them back into the database file. A 2,000-transaction block
@@ -108,6 +150,21 @@ function prepareWritable(db: Database.Database): void {
     db.prepare("INSERT INTO meta (key, value) VALUES ('schema', ?)").run(
       Buffer.from(String(chainStoreSchemaVersion)),
     );
+  } else if (upgradableSchemaVersions.has(version.value.toString())) {
+    // A version-2 store wrote its tree with every block: the tree is the latest block's. Recording
+    // that height makes it a version-3 store with an empty journal.
+    db.transaction(() => {
+      const latest = db.prepare("SELECT MAX(height) AS h FROM blocks").get() as { h: number | null };
+      if (latest.h !== null) {
+        db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)").run(
+          treeHeightMetaKey,
+          Buffer.from(String(latest.h)),
+        );
+      }
+      db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(
+        Buffer.from(String(chainStoreSchemaVersion)),
+      );
+    }).immediate();
   } else if (version.value.toString() !== String(chainStoreSchemaVersion)) {
     throw new CodedError("STORAGE_CORRUPT", `database schema ${version.value.toString()} is not supported`);
   }
@@ -121,10 +178,26 @@ export class ChainStore {
   readonly db: Database.Database;
   readonly licenseIndex: LicenseIndex;
   private readonly statements;
+  private readonly journal;
   private heightCache: number;
+  private readonly treeFlushBlocks: number;
+  private readonly treeFlushBytesMax: number;
+  /** Height of the tree that tree_nodes holds; -1 before genesis. */
+  private treeHeightCache: number;
+  /** Tree nodes written by blocks after treeHeightCache (null: deleted), each in its latest version. */
+  private unflushedNodes = new Map<string, Uint8Array | null>();
+  /** Their bytes, keys included, counted as they were added (a replaced node still counts). */
+  private unflushedBytes = 0;
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, options: ChainStoreOptions) {
     this.db = db;
+    this.treeFlushBlocks = options.treeFlushBlocks ?? chainStoreDefaults.treeFlushBlocks;
+    this.treeFlushBytesMax = options.treeFlushBytesMax ?? chainStoreDefaults.treeFlushBytesMax;
+    assert(
+      Number.isSafeInteger(this.treeFlushBlocks) && this.treeFlushBlocks >= 1,
+      "treeFlushBlocks is a positive integer",
+    );
+    assert(this.treeFlushBytesMax >= 0, "treeFlushBytesMax is not negative");
     this.licenseIndex = new LicenseIndex(db);
     this.statements = {
       getMeta: db.prepare<[string], { value: Buffer }>("SELECT value FROM meta WHERE key = ?"),
@@ -164,10 +237,34 @@ export class ChainStore {
       ),
       deleteNode: db.prepare<[string]>("DELETE FROM tree_nodes WHERE node_key = ?"),
     };
+    // A version-2 store opened read-only has no journal, and its tree is at its latest block.
+    const hasJournal =
+      db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_journal'").get() !==
+      undefined;
+    this.journal = hasJournal
+      ? {
+          append: db.prepare<[number, string, Uint8Array | null]>(
+            "INSERT INTO state_journal (height, key, value) VALUES (?, ?, ?)",
+          ),
+          after: db.prepare<[number], { height: number; key: string; value: Buffer | null }>(
+            "SELECT height, key, value FROM state_journal WHERE height > ? ORDER BY height, key",
+          ),
+          clear: db.prepare<[number]>("DELETE FROM state_journal WHERE height <= ?"),
+        }
+      : null;
     this.heightCache = this.statements.maxHeight.get()?.h ?? -1;
+    const treeHeight = this.statements.getMeta.get(treeHeightMetaKey)?.value.toString();
+    // Absent in a version-2 store opened read-only (its tree is at its latest block) and before genesis.
+    this.treeHeightCache = treeHeight === undefined ? this.heightCache : Number(treeHeight);
+    if (!Number.isSafeInteger(this.treeHeightCache) || this.treeHeightCache > this.heightCache) {
+      throw new CodedError(
+        "STORAGE_CORRUPT",
+        `stored state tree height ${treeHeight} is not a stored block's`,
+      );
+    }
   }
 
-  static open(dir: string, options: { readonly?: boolean } = {}): ChainStore {
+  static open(dir: string, options: ChainStoreOptions = {}): ChainStore {
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     const file = path.join(dir, chainDbFileName);
     if (options.readonly && !fs.existsSync(file)) {
@@ -178,7 +275,7 @@ export class ChainStore {
       if (!options.readonly) prepareWritable(db);
       db.pragma(`cache_size = -${chainDbCacheKib}`);
       db.pragma(`mmap_size = ${chainDbMmapBytes}`);
-      return new ChainStore(db);
+      return new ChainStore(db, options);
     } catch (error) {
       db.close();
       if ((error as { code?: string }).code === "SQLITE_BUSY") {
@@ -188,7 +285,13 @@ export class ChainStore {
     }
   }
 
+  /** Writes the tree nodes held in memory (a clean stop leaves nothing to replay), then closes. */
   close(): void {
+    if (this.unflushedNodes.size > 0 && this.db.open && !this.db.readonly) {
+      this.db.transaction(() => this.writeTree(this.heightCache)).immediate();
+      this.treeHeightCache = this.heightCache;
+      this.clearUnflushed();
+    }
     this.db.close();
   }
 
@@ -265,8 +368,75 @@ export class ChainStore {
     yield* this.statements.allState.iterate();
   }
 
+  /** A state-tree node of the latest block's tree (held in memory if not yet flushed). */
   treeNode(nodeKey: string): Uint8Array | undefined {
+    const unflushed = this.unflushedNodes.get(nodeKey);
+    if (unflushed !== undefined) return unflushed ?? undefined;
     return this.statements.getNode.get(nodeKey)?.node;
+  }
+
+  /** The height whose state tree tree_nodes holds, as of the last flush; see the note at the top. */
+  treeHeight(): number {
+    return this.treeHeightCache;
+  }
+
+  /**
+   * State writes of the blocks after `treeHeight()`, oldest first, null for a deletion: replayed
+   * over the stored tree they give the latest block's tree.
+   */
+  journalAfterTree(): Array<{ height: number; key: string; value: Uint8Array | null }> {
+    return this.journal?.after.all(this.treeHeightCache) ?? [];
+  }
+
+  /**
+   * Stores the tree nodes of the latest block's tree computed by replaying the journal over the
+   * stored tree (Ledger does this on start): they are written now, as a flush.
+   */
+  flushReplayedTree(nodeWrites: ReadonlyMap<string, Uint8Array | null>): void {
+    assert(this.unflushedNodes.size === 0, "the journal is replayed before any block commits");
+    this.db.transaction(() => this.writeTree(this.heightCache, nodeWrites)).immediate();
+    this.treeHeightCache = this.heightCache;
+  }
+
+  private writableJournal() {
+    assert(this.journal !== null, "a store opened read-only is not written");
+    return this.journal;
+  }
+
+  /**
+   * Copies of a block's node writes (they are views into buffers shared by the whole batch), and
+   * their bytes.
+   */
+  private static copyNodes(writes: ReadonlyMap<string, Uint8Array | null>) {
+    const nodes = new Map<string, Uint8Array | null>();
+    let bytes = 0;
+    for (const [nodeKey, node] of writes) {
+      nodes.set(nodeKey, node === null ? null : node.slice());
+      bytes += nodeKey.length + (node?.length ?? 0);
+    }
+    return { nodes, bytes };
+  }
+
+  private clearUnflushed(): void {
+    this.unflushedNodes = new Map();
+    this.unflushedBytes = 0;
+  }
+
+  /**
+   * Inside a transaction: the held nodes, then `latest` (newer), to tree_nodes, the tree's height
+   * recorded and the journal up to it pruned.
+   */
+  private writeTree(height: number, latest: ReadonlyMap<string, Uint8Array | null> = new Map()): void {
+    const s = this.statements;
+    for (const writes of [this.unflushedNodes, latest]) {
+      for (const [nodeKey, node] of writes) {
+        if (writes === this.unflushedNodes && latest.has(nodeKey)) continue;
+        if (node === null) s.deleteNode.run(nodeKey);
+        else s.putNode.run(nodeKey, node);
+      }
+    }
+    s.putMeta.run(treeHeightMetaKey, Buffer.from(String(height)));
+    this.writableJournal().clear.run(height);
   }
 
   /** Writes a whole block in one transaction; see the crash-safety note at the top. */
@@ -276,6 +446,12 @@ export class ChainStore {
       `commit of height ${batch.height} after ${this.heightCache}`,
     );
     const s = this.statements;
+    const journal = this.writableJournal();
+    const block = ChainStore.copyNodes(batch.treeWrites);
+    const flush =
+      this.treeHeightCache < 0 ||
+      batch.height - this.treeHeightCache >= this.treeFlushBlocks ||
+      this.unflushedBytes + block.bytes >= this.treeFlushBytesMax;
     // Values bind as they are (better-sqlite3 takes any Uint8Array): copying each one into a Buffer
     // first cost a copy of the whole block and of every state value and tree node.
     const write = this.db.transaction(() => {
@@ -287,17 +463,23 @@ export class ChainStore {
       for (const [key, value] of batch.stateWrites) {
         if (value === null) s.deleteState.run(key);
         else s.putState.run(key, value, batch.height);
+        if (!flush) journal.append.run(batch.height, key, value);
       }
-      for (const [nodeKey, node] of batch.treeWrites) {
-        if (node === null) s.deleteNode.run(nodeKey);
-        else s.putNode.run(nodeKey, node);
-      }
+      if (flush) this.writeTree(batch.height, block.nodes);
       s.putMeta.run("stateRoot", batch.stateRoot);
       for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, value);
       if (batch.licenseIndex !== undefined) this.licenseIndex.apply(batch.licenseIndex);
     });
+    // A throw leaves the store as it was: the block's nodes are held only once it is stored.
     write.immediate();
     this.heightCache = batch.height;
+    if (flush) {
+      this.treeHeightCache = batch.height;
+      this.clearUnflushed();
+    } else {
+      for (const [nodeKey, node] of block.nodes) this.unflushedNodes.set(nodeKey, node);
+      this.unflushedBytes += block.bytes;
+    }
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * `citychain verify` on a real node's data folder: passes on an intact ledger, and names the first
  * height or key after each kind of hand edit (a state value, a transaction inside a block, a stored
- * commit signature). Each edit is made on a copy of the folder, with the node stopped.
+ * commit signature, the state tree's nodes or its journal). Each edit is made on a copy of the
+ * folder, with the node stopped.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -119,7 +120,66 @@ test("the node refuses to start on a store whose tree no longer matches its last
     net.layout.passphrasePath,
   ]);
   assert.equal(start.code, 1);
-  assert.match(start.stderr, /INVARIANT_BROKEN: .*state tree root matches the last block/);
-  const verified = await net.runCli(["verify", "--data", dir, "--quiet"]);
-  assert.equal(verified.code, 1);
+  assert.match(
+    start.stderr,
+    /STORAGE_CORRUPT: the stored state tree's root differs from block \d+'s state root/,
+  );
+  const { code, report } = await verify(dir);
+  assert.equal(code, 1);
+  assert.match(report.problem.what, /stored state tree nodes were altered/);
+});
+
+test("after kill -9 between tree flushes the journal verifies; edited, it is named and the node refuses it", async () => {
+  // The clean stop above flushed the tree; these blocks go to the journal until the next flush.
+  await net.start();
+  const client = await net.client("tax.officer");
+  for (let i = 0; i < 3; i++) await client.send("kv.put", { key: `later/${i}`, value: utf8(`later ${i}`) });
+  await net.kill9();
+  const killed = copyOf(dataDir, "killed");
+  const db = new Database(path.join(killed, "chain.db"));
+  const treeHeight = Number(
+    (db.prepare("SELECT value FROM meta WHERE key = 'treeHeight'").get() as { value: Buffer }).value,
+  );
+  const latest = (db.prepare("SELECT MAX(height) AS h FROM blocks").get() as { h: number }).h;
+  const journal = db.prepare("SELECT count(*) AS n FROM state_journal WHERE height > ?").get(treeHeight) as {
+    n: number;
+  };
+  db.close();
+  assert.ok(treeHeight < latest, `tree at ${treeHeight}, blocks up to ${latest}`);
+  assert.ok(journal.n >= 3);
+  const intact = await verify(killed);
+  assert.equal(intact.code, 0, intact.stderr);
+
+  const edited = copyOf(dataDir, "edited-journal");
+  const edit = new Database(path.join(edited, "chain.db"));
+  const changed = edit
+    .prepare("UPDATE state_journal SET value = ? WHERE key = ?")
+    .run(Buffer.from("forged"), "kv/tax/later/1");
+  edit.close();
+  assert.equal(changed.changes, 1);
+  const { code, report } = await verify(edited);
+  assert.equal(code, 1);
+  assert.match(report.problem.what, /state tree journal differs/);
+  const start = await net.runCli([
+    "node",
+    "start",
+    "--dir",
+    edited,
+    "--passphrase-file",
+    net.layout.passphrasePath,
+  ]);
+  assert.equal(start.code, 1);
+  assert.match(
+    start.stderr,
+    /STORAGE_CORRUPT: the state tree journal after block \d+ does not give block \d+'s/,
+  );
+
+  // The killed node itself replays its journal on start and serves the later values.
+  await net.start();
+  const reader = await net.client("police.auditor");
+  const { value } = await reader.state("kv/tax/later/2");
+  assert.equal(new TextDecoder().decode(value!), "later 2");
+  await net.stop();
+  const replayed = await verify(dataDir);
+  assert.equal(replayed.code, 0, replayed.stderr);
 });
