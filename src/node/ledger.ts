@@ -67,7 +67,7 @@ export interface ValidatorChange {
 
 /**
  * Carries the stored state tree, written at the store's last flush, to the latest block by the
- * journal of state writes since then, and stores the result (see the note in chain-store.ts). The
+ * state changes since then, and stores the result (see the note in chain-store.ts). The
  * stored tree must have block treeHeight's state root and the result the latest block's: anything
  * else is a store edited or damaged outside the node.
  */
@@ -86,15 +86,15 @@ export function replayTreeJournal(
       `the stored state tree's root differs from block ${treeHeight}'s state root; run \`citychain verify\``,
     );
   }
-  // Later writes of a key replace earlier ones: the tree is a function of the final key set.
+  // A later entry for a key replaces an earlier one: the tree is a function of the final key set.
   const finalValues = new Map<string, Uint8Array | null>();
-  for (const row of store.journalAfterTree()) finalValues.set(row.key, row.value);
+  for (const row of store.stateChangesAfterTree()) finalValues.set(row.key, row.value);
   const batch = tree.applyBatch([...finalValues].map(([key, value]) => ({ key: utf8(key), value })));
   const latestRoot = stateRootAt(latest);
   if (latestRoot === undefined || !bytesEqual(batch.root, latestRoot)) {
     throw new CodedError(
       "STORAGE_CORRUPT",
-      `the state tree journal after block ${treeHeight} does not give block ${latest}'s state root; run \`citychain verify\``,
+      `the state changes after block ${treeHeight} (the stored tree's) do not give block ${latest}'s state root; run \`citychain verify\``,
     );
   }
   store.flushReplayedTree(batch.nodeWrites);

@@ -7,9 +7,9 @@
  * the validators' power), the last-commit hash, the results root against re-execution, the state
  * root, and the stored transaction index. Then it compares the replayed state with the state table
  * key by key; checks every stored tree node against its parent and the stored tree's root against
- * the replayed root at the height it was written (`treeHeight`); and checks that the journal of
- * state writes since then carries the stored tree to the replayed latest root. It reads the
- * database and writes nothing.
+ * the replayed root at the height it was written (`treeHeight`); and checks that the state changes
+ * recorded since then carry the stored tree to the replayed latest root. It reads the database and
+ * writes nothing.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -192,7 +192,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
 }
 
 /**
- * The stored tree is block treeHeight's, node by node; the journal after it gives the latest root.
+ * The stored tree is block treeHeight's, node by node; the state changes after it give the latest root.
  * Opened read-only, the store holds no unflushed nodes: treeNode reads the table.
  */
 function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null, latestRoot: Uint8Array) {
@@ -210,12 +210,15 @@ function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null,
   if (!bytesEqual(stored.root, rootAtTreeHeight))
     fail({ height: treeHeight, what: "stored state tree nodes were altered" });
   const latest = new Map<string, Uint8Array | null>();
-  for (const row of store.journalAfterTree()) latest.set(row.key, row.value);
+  for (const row of store.stateChangesAfterTree()) latest.set(row.key, row.value);
   const carried = new SparseMerkleTree(nodes).applyBatch(
     [...latest].map(([key, value]) => ({ key: utf8(key), value })),
   );
   if (!bytesEqual(carried.root, latestRoot))
-    fail({ height: store.latestHeight(), what: "state tree journal differs from the replayed state writes" });
+    fail({
+      height: store.latestHeight(),
+      what: "the state changes since the stored tree's height do not give the replayed state root",
+    });
 }
 
 function loadBlock(store: ChainStore, h: number): Block {

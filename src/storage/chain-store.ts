@@ -2,19 +2,19 @@
  * The node's embedded database (SQLite through better-sqlite3): blocks, commit certificates, the
  * transaction index, world state and the state tree's nodes.
  *
- * Crash safety: a block, its commit, its results, its state writes and its state-tree journal rows
- * go to disk in one SQLite transaction (WAL journal, synchronous=FULL), and nothing is acknowledged
- * before that transaction returns. After `kill -9` at any instant the database holds every block up
- * to the last acknowledged one, whole, and nothing of a block that was not acknowledged.
+ * Crash safety: a block, its commit, its results and its state writes go to disk in one SQLite
+ * transaction (WAL journal, synchronous=FULL), and nothing is acknowledged before that transaction
+ * returns. After `kill -9` at any instant the database holds every block up to the last
+ * acknowledged one, whole, and nothing of a block that was not acknowledged.
  *
  * The state tree's nodes are written every `treeFlushBlocks` blocks (or sooner when the unwritten
  * ones grow past `treeFlushBytesMax`), not with every block: between two flushes they are held in
- * memory, each node once in its latest version, and every block's state writes are appended to a
- * journal in the same transaction as the block. The stored tree is therefore the tree of block
- * `treeHeight()`, and the journal's rows after it carry it to the latest block; a restart replays
- * them (Ledger) and `citychain verify` checks both (audit.ts). A node rewritten by many blocks,
- * like the upper ones every block touches, is written once per flush instead of once per block,
- * and the journal's rows land at the end of their table: bench/storage.ts measures the difference.
+ * memory, each node once in its latest version. The stored tree is therefore the tree of block
+ * `treeHeight()`; what carries it to the latest block is in the block transactions already: each
+ * state row records the height that last wrote it, and a deletion leaves a row in state_deletions.
+ * A restart replays those (Ledger) and `citychain verify` checks both (audit.ts). A node rewritten
+ * by many blocks, like the upper ones every block touches, is written once per flush instead of
+ * once per block: bench/storage.ts measures the difference.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -24,8 +24,8 @@ import type { LicenseIndexOps } from "../core/license/index-ops.ts";
 import { LicenseIndex, licenseIndexSchema } from "./license-index.ts";
 
 /**
- * 3: the state tree's nodes are written in flushes, with a journal of state writes since the last
- * one (meta `treeHeight`, table state_journal). A version-2 store's tree is at its latest block and
+ * 3: the state tree's nodes are written in flushes (meta `treeHeight`, table state_deletions; see
+ * the note at the top). A version-2 store's tree is at its latest block and
  * is upgraded in place on open; a version-2 binary refuses a version-3 store, whose stored tree may
  * lag its blocks.
  */
@@ -82,8 +82,8 @@ CREATE TABLE IF NOT EXISTS txs (
   message TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL, height INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree_nodes (node_key TEXT PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS state_journal (
-  height INTEGER NOT NULL, key TEXT NOT NULL, value BLOB, PRIMARY KEY (height, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_deletions (
+  height INTEGER NOT NULL, key TEXT NOT NULL, PRIMARY KEY (height, key)) WITHOUT ROWID;
 `;
 
 export interface ChainStoreOptions {
@@ -91,7 +91,8 @@ export interface ChainStoreOptions {
   /**
    * Blocks between two writes of the state tree's nodes; 1 writes them with every block. Each
    * flush makes that block's commit slower (bench/storage.ts reports the longest commit), and a
-   * restart replays up to this many blocks' state writes into the tree.
+   * restart after a crash replays up to this many blocks' state writes into the tree (reading the
+   * whole state table to find them).
    */
   readonly treeFlushBlocks?: number;
   /** Bytes of unwritten tree nodes (and their keys) that make the next block flush early. */
@@ -152,7 +153,7 @@ function prepareWritable(db: Database.Database): void {
     );
   } else if (upgradableSchemaVersions.has(version.value.toString())) {
     // A version-2 store wrote its tree with every block: the tree is the latest block's. Recording
-    // that height makes it a version-3 store with an empty journal.
+    // that height makes it a version-3 store with nothing to replay.
     db.transaction(() => {
       const latest = db.prepare("SELECT MAX(height) AS h FROM blocks").get() as { h: number | null };
       if (latest.h !== null) {
@@ -178,7 +179,7 @@ export class ChainStore {
   readonly db: Database.Database;
   readonly licenseIndex: LicenseIndex;
   private readonly statements;
-  private readonly journal;
+  private readonly deletions;
   private heightCache: number;
   private readonly treeFlushBlocks: number;
   private readonly treeFlushBytesMax: number;
@@ -237,19 +238,19 @@ export class ChainStore {
       ),
       deleteNode: db.prepare<[string]>("DELETE FROM tree_nodes WHERE node_key = ?"),
     };
-    // A version-2 store opened read-only has no journal, and its tree is at its latest block.
-    const hasJournal =
-      db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_journal'").get() !==
+    // A version-2 store opened read-only has no such table, and its tree is at its latest block.
+    const hasDeletions =
+      db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'state_deletions'").get() !==
       undefined;
-    this.journal = hasJournal
+    this.deletions = hasDeletions
       ? {
-          append: db.prepare<[number, string, Uint8Array | null]>(
-            "INSERT INTO state_journal (height, key, value) VALUES (?, ?, ?)",
+          add: db.prepare<[number, string]>(
+            "INSERT OR IGNORE INTO state_deletions (height, key) VALUES (?, ?)",
           ),
-          after: db.prepare<[number], { height: number; key: string; value: Buffer | null }>(
-            "SELECT height, key, value FROM state_journal WHERE height > ? ORDER BY height, key",
+          after: db.prepare<[number], { key: string }>(
+            "SELECT key FROM state_deletions WHERE height > ? ORDER BY height, key",
           ),
-          clear: db.prepare<[number]>("DELETE FROM state_journal WHERE height <= ?"),
+          clear: db.prepare<[number]>("DELETE FROM state_deletions WHERE height <= ?"),
         }
       : null;
     this.heightCache = this.statements.maxHeight.get()?.h ?? -1;
@@ -381,26 +382,36 @@ export class ChainStore {
   }
 
   /**
-   * State writes of the blocks after `treeHeight()`, oldest first, null for a deletion: replayed
-   * over the stored tree they give the latest block's tree.
+   * What the blocks after `treeHeight()` changed in the state, as final values: the keys they
+   * deleted (value null), then the keys they wrote with their current values. Applied to the stored
+   * tree, a later entry for a key replacing an earlier one, they give the latest block's tree.
+   * Reads the whole state table (state rows are not indexed by height): a restart after a crash
+   * and `citychain verify` are its only callers.
    */
-  journalAfterTree(): Array<{ height: number; key: string; value: Uint8Array | null }> {
-    return this.journal?.after.all(this.treeHeightCache) ?? [];
+  stateChangesAfterTree(): Array<{ key: string; value: Uint8Array | null }> {
+    const changes: Array<{ key: string; value: Uint8Array | null }> = [];
+    for (const row of this.deletions?.after.all(this.treeHeightCache) ?? [])
+      changes.push({ key: row.key, value: null });
+    for (const row of this.db
+      .prepare<[number], { key: string; value: Buffer }>("SELECT key, value FROM state WHERE height > ?")
+      .iterate(this.treeHeightCache))
+      changes.push(row);
+    return changes;
   }
 
   /**
-   * Stores the tree nodes of the latest block's tree computed by replaying the journal over the
-   * stored tree (Ledger does this on start): they are written now, as a flush.
+   * Stores the tree nodes of the latest block's tree computed by replaying stateChangesAfterTree
+   * over the stored tree (Ledger does this on start): they are written now, as a flush.
    */
   flushReplayedTree(nodeWrites: ReadonlyMap<string, Uint8Array | null>): void {
-    assert(this.unflushedNodes.size === 0, "the journal is replayed before any block commits");
+    assert(this.unflushedNodes.size === 0, "the state changes are replayed before any block commits");
     this.db.transaction(() => this.writeTree(this.heightCache, nodeWrites)).immediate();
     this.treeHeightCache = this.heightCache;
   }
 
-  private writableJournal() {
-    assert(this.journal !== null, "a store opened read-only is not written");
-    return this.journal;
+  private writableDeletions() {
+    assert(this.deletions !== null, "a store opened read-only is not written");
+    return this.deletions;
   }
 
   /**
@@ -424,7 +435,7 @@ export class ChainStore {
 
   /**
    * Inside a transaction: the held nodes, then `latest` (newer), to tree_nodes, the tree's height
-   * recorded and the journal up to it pruned.
+   * recorded and the deletions up to it forgotten.
    */
   private writeTree(height: number, latest: ReadonlyMap<string, Uint8Array | null> = new Map()): void {
     const s = this.statements;
@@ -436,7 +447,7 @@ export class ChainStore {
       }
     }
     s.putMeta.run(treeHeightMetaKey, Buffer.from(String(height)));
-    this.writableJournal().clear.run(height);
+    this.writableDeletions().clear.run(height);
   }
 
   /** Writes a whole block in one transaction; see the crash-safety note at the top. */
@@ -446,7 +457,7 @@ export class ChainStore {
       `commit of height ${batch.height} after ${this.heightCache}`,
     );
     const s = this.statements;
-    const journal = this.writableJournal();
+    const deletions = this.writableDeletions();
     const block = ChainStore.copyNodes(batch.treeWrites);
     const flush =
       this.treeHeightCache < 0 ||
@@ -461,9 +472,10 @@ export class ChainStore {
         s.insertTx.run(hexToBuffer(tx.id), batch.height, tx.index, tx.code, tx.message, tx.data);
       }
       for (const [key, value] of batch.stateWrites) {
-        if (value === null) s.deleteState.run(key);
-        else s.putState.run(key, value, batch.height);
-        if (!flush) journal.append.run(batch.height, key, value);
+        if (value === null) {
+          s.deleteState.run(key);
+          if (!flush) deletions.add.run(batch.height, key);
+        } else s.putState.run(key, value, batch.height);
       }
       if (flush) this.writeTree(batch.height, block.nodes);
       s.putMeta.run("stateRoot", batch.stateRoot);

@@ -1,7 +1,7 @@
 /**
  * `citychain verify` on a real node's data folder: passes on an intact ledger, and names the first
  * height or key after each kind of hand edit (a state value, a transaction inside a block, a stored
- * commit signature, the state tree's nodes or its journal). Each edit is made on a copy of the
+ * commit signature, the state tree's nodes or the record of what changed since they were written). Each edit is made on a copy of the
  * folder, with the node stopped.
  */
 import assert from "node:assert/strict";
@@ -129,8 +129,8 @@ test("the node refuses to start on a store whose tree no longer matches its last
   assert.match(report.problem.what, /stored state tree nodes were altered/);
 });
 
-test("after kill -9 between tree flushes the journal verifies; edited, it is named and the node refuses it", async () => {
-  // The clean stop above flushed the tree; these blocks go to the journal until the next flush.
+test("after kill -9 between tree flushes the store verifies and restarts; a changed row's height edited, both refuse it", async () => {
+  // The clean stop above flushed the tree; these blocks' tree nodes stay in memory until the next flush.
   await net.start();
   const client = await net.client("tax.officer");
   for (let i = 0; i < 3; i++) await client.send("kv.put", { key: `later/${i}`, value: utf8(`later ${i}`) });
@@ -141,25 +141,24 @@ test("after kill -9 between tree flushes the journal verifies; edited, it is nam
     (db.prepare("SELECT value FROM meta WHERE key = 'treeHeight'").get() as { value: Buffer }).value,
   );
   const latest = (db.prepare("SELECT MAX(height) AS h FROM blocks").get() as { h: number }).h;
-  const journal = db.prepare("SELECT count(*) AS n FROM state_journal WHERE height > ?").get(treeHeight) as {
+  const changed = db.prepare("SELECT count(*) AS n FROM state WHERE height > ?").get(treeHeight) as {
     n: number;
   };
   db.close();
   assert.ok(treeHeight < latest, `tree at ${treeHeight}, blocks up to ${latest}`);
-  assert.ok(journal.n >= 3);
+  assert.ok(changed.n >= 3);
   const intact = await verify(killed);
   assert.equal(intact.code, 0, intact.stderr);
 
-  const edited = copyOf(dataDir, "edited-journal");
+  // Lowered to the genesis height, the row no longer counts as changed since the tree's flush.
+  const edited = copyOf(dataDir, "edited-height");
   const edit = new Database(path.join(edited, "chain.db"));
-  const changed = edit
-    .prepare("UPDATE state_journal SET value = ? WHERE key = ?")
-    .run(Buffer.from("forged"), "kv/tax/later/1");
+  const lowered = edit.prepare("UPDATE state SET height = 0 WHERE key = ?").run("kv/tax/later/1");
   edit.close();
-  assert.equal(changed.changes, 1);
+  assert.equal(lowered.changes, 1);
   const { code, report } = await verify(edited);
   assert.equal(code, 1);
-  assert.match(report.problem.what, /state tree journal differs/);
+  assert.match(report.problem.what, /state changes since the stored tree's height do not give/);
   const start = await net.runCli([
     "node",
     "start",
@@ -169,12 +168,9 @@ test("after kill -9 between tree flushes the journal verifies; edited, it is nam
     net.layout.passphrasePath,
   ]);
   assert.equal(start.code, 1);
-  assert.match(
-    start.stderr,
-    /STORAGE_CORRUPT: the state tree journal after block \d+ does not give block \d+'s/,
-  );
+  assert.match(start.stderr, /STORAGE_CORRUPT: the state changes after block \d+ .*do not give block \d+'s/);
 
-  // The killed node itself replays its journal on start and serves the later values.
+  // The killed node itself replays the changes on start and serves the later values.
   await net.start();
   const reader = await net.client("police.auditor");
   const { value } = await reader.state("kv/tax/later/2");

@@ -1,7 +1,8 @@
 /**
- * The chain store writes the state tree's nodes in flushes, with a journal of state writes in
- * between (src/storage/chain-store.ts): the tree must read the same, and come back the same after a
- * crash, a clean stop or an upgrade from a store that wrote its tree with every block.
+ * The chain store writes the state tree's nodes in flushes (src/storage/chain-store.ts): the tree
+ * must read the same in between, and come back the same after a crash (from the state rows' heights
+ * and the recorded deletions), a clean stop or an upgrade from a store that wrote its tree with
+ * every block.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -79,10 +80,13 @@ describe("state tree flushes", () => {
     const { store, tree, roots, commit } = open({ treeFlushBlocks: 4 });
     for (let h = 0; h <= 3; h++) commit(writesOf(h));
     assert.equal(store.treeHeight(), 0, "genesis is flushed at once, blocks 1-3 are not");
-    assert.equal(
-      store.journalAfterTree().length,
-      [1, 2, 3].reduce((n, h) => n + writesOf(h).size, 0),
+    const changes = store.stateChangesAfterTree();
+    assert.deepEqual(
+      changes.filter((c) => c.value === null).map((c) => c.key),
+      ["kv/k/1/0"],
     );
+    // Blocks 1-3 wrote 20 keys each and kv/shared; kv/k/1/0 is gone again.
+    assert.equal(changes.filter((c) => c.value !== null).length, 60);
     // Through the store (held nodes first) a fresh tree sees block 3; the table alone is block 0's.
     const fresh = new SparseMerkleTree({ get: (k) => store.treeNode(smtNodeKeyToHex(k)) });
     assert.deepEqual(fresh.root(), roots.get(3));
@@ -90,11 +94,11 @@ describe("state tree flushes", () => {
     assert.equal(valueHashIn(fresh, "kv/k/1/0"), null, "deleted at block 3");
     commit(writesOf(4));
     assert.equal(store.treeHeight(), 4);
-    assert.equal(store.journalAfterTree().length, 0);
+    assert.deepEqual(store.stateChangesAfterTree(), []);
     assert.equal(
-      (store.db.prepare("SELECT count(*) AS n FROM state_journal").get() as { n: number }).n,
+      (store.db.prepare("SELECT count(*) AS n FROM state_deletions").get() as { n: number }).n,
       0,
-      "pruned",
+      "forgotten at the flush",
     );
     assert.deepEqual(tree.root(), roots.get(4));
     store.close();
@@ -112,13 +116,15 @@ describe("state tree flushes", () => {
     s = open({ treeFlushBlocks: 4 });
     assert.equal(s.store.latestHeight(), 6);
     assert.equal(s.store.treeHeight(), 4);
+    const changes = s.store.stateChangesAfterTree();
     assert.deepEqual(
-      s.store.journalAfterTree().map((r) => r.height),
-      [...Array(writesOf(5).size).fill(5), ...Array(writesOf(6).size).fill(6)],
+      changes.filter((c) => c.value === null).map((c) => c.key),
+      ["kv/k/3/0", "kv/k/4/0"],
     );
+    assert.equal(changes.filter((c) => c.value !== null).length, 41);
     replayTreeJournal(s.store, s.tree, (h) => roots.get(h));
     assert.equal(s.store.treeHeight(), 6);
-    assert.equal(s.store.journalAfterTree().length, 0);
+    assert.deepEqual(s.store.stateChangesAfterTree(), []);
     assert.deepEqual(s.tree.root(), roots.get(6));
     assert.deepEqual(valueHashIn(s.tree, "kv/k/6/19"), hashOf("v6.19"));
     assert.equal(valueHashIn(s.tree, "kv/k/4/0"), null, "deleted at block 6");
@@ -140,7 +146,7 @@ describe("state tree flushes", () => {
     s.store.close();
     const again = ChainStore.open(dir);
     assert.equal(again.treeHeight(), 5);
-    assert.equal(again.journalAfterTree().length, 0);
+    assert.deepEqual(again.stateChangesAfterTree(), []);
     again.close();
     assert.deepEqual(storedTableRoot(), s.roots.get(5));
   });
@@ -182,30 +188,36 @@ describe("state tree flushes", () => {
     const fresh = new SparseMerkleTree({ get: (k) => s.store.treeNode(smtNodeKeyToHex(k)) });
     assert.deepEqual(fresh.root(), before);
     assert.deepEqual(valueHashIn(fresh, "kv/shared"), hashOf("shared at 2"));
-    assert.equal(s.store.journalAfterTree().length, writesOf(1).size + writesOf(2).size);
+    const shared = s.store.stateChangesAfterTree().find((c) => c.key === "kv/shared");
+    assert.deepEqual(new Uint8Array(shared!.value!), utf8("shared at 2"));
     s.store.close();
   });
 
-  it("refuses a replay whose result is not the last block's root (a journal edited by hand)", () => {
-    const s = open({ treeFlushBlocks: 4 });
-    for (let h = 0; h <= 5; h++) s.commit(writesOf(h));
-    s.store.db.prepare("UPDATE state_journal SET value = ? WHERE key = 'kv/shared'").run(utf8("edited"));
-    crash(s.store);
-    const again = open({ treeFlushBlocks: 4 });
-    assert.throws(
-      () => replayTreeJournal(again.store, again.tree, (h) => s.roots.get(h)),
-      (error: { code?: string; message: string }) =>
-        error.code === "STORAGE_CORRUPT" && /journal after block 4/.test(error.message),
-    );
-    again.store.close();
-  });
+  for (const [what, edit] of [
+    ["a state row's height lowered", "UPDATE state SET height = 1 WHERE key = 'kv/shared'"],
+    ["a recorded deletion removed", "DELETE FROM state_deletions WHERE key = 'kv/k/4/0'"],
+  ] as const) {
+    it(`refuses a replay whose result is not the last block's root (${what} by hand)`, () => {
+      const s = open({ treeFlushBlocks: 4 });
+      for (let h = 0; h <= 6; h++) s.commit(writesOf(h));
+      assert.equal(s.store.db.prepare(edit).run().changes, 1);
+      crash(s.store);
+      const again = open({ treeFlushBlocks: 4 });
+      assert.throws(
+        () => replayTreeJournal(again.store, again.tree, (h) => s.roots.get(h)),
+        (error: { code?: string; message: string }) =>
+          error.code === "STORAGE_CORRUPT" && /state changes after block 4/.test(error.message),
+      );
+      again.store.close();
+    });
+  }
 
   it("upgrades a store that wrote its tree with every block (schema 2): its tree is its last block's", () => {
     const s = open({ treeFlushBlocks: 1 });
     for (let h = 0; h <= 3; h++) s.commit(writesOf(h));
     s.store.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(Buffer.from("2"));
     s.store.db.prepare("DELETE FROM meta WHERE key = 'treeHeight'").run();
-    s.store.db.exec("DROP TABLE state_journal");
+    s.store.db.exec("DROP TABLE state_deletions");
     s.store.close();
     const readonly = ChainStore.open(dir, { readonly: true });
     assert.equal(readonly.treeHeight(), 3, "read-only, a version-2 store's tree is at its last block");
@@ -213,7 +225,7 @@ describe("state tree flushes", () => {
     const upgraded = ChainStore.open(dir);
     assert.equal(upgraded.getMeta("schema")?.toString(), "3");
     assert.equal(upgraded.treeHeight(), 3);
-    assert.equal(upgraded.journalAfterTree().length, 0);
+    assert.deepEqual(upgraded.stateChangesAfterTree(), []);
     upgraded.close();
   });
 
