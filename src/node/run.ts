@@ -12,7 +12,7 @@ import { defaultMachineOptions } from "../core/consensus/machine.ts";
 import { CodedError } from "../core/errors.ts";
 import { keyNodeDefaults, LicenseKeyNode } from "../license/key-node.ts";
 import type { Logger } from "../p2p/ports.ts";
-import { ChainStore } from "../storage/chain-store.ts";
+import { ChainStore, chainStoreDefaults } from "../storage/chain-store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { nodeFiles, readNodeConfig } from "./config.ts";
 import { NodeSignatureVerifier, NodeSigner } from "./crypto-node.ts";
@@ -40,9 +40,22 @@ export interface StartNodeOptions {
   readonly log?: Logger;
 }
 
+/**
+ * The height phase of this node's state-tree flushes (ChainStoreOptions.treeFlushPhase), from its
+ * certificate: nodes of one network flush at different heights, as far as 32 phases allow.
+ */
+function treeFlushPhaseOf(dir: string): number {
+  const certPath = path.join(dir, nodeFiles.cert);
+  if (!fs.existsSync(certPath)) return chainStoreDefaults.treeFlushPhase;
+  return (
+    createHash("sha256").update(fs.readFileSync(certPath)).digest().readUInt32BE(0) %
+    chainStoreDefaults.treeFlushBlocks
+  );
+}
+
 /** Creates the ledger from genesis.json when the folder has none yet. */
 export function openLedger(dir: string, verifier = new NodeSignatureVerifier()): Ledger {
-  const store = ChainStore.open(dir);
+  const store = ChainStore.open(dir, { treeFlushPhase: treeFlushPhaseOf(dir) });
   try {
     if (store.latestHeight() < 0) {
       const genesisPath = path.join(dir, nodeFiles.genesis);

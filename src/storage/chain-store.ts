@@ -97,11 +97,18 @@ export interface ChainStoreOptions {
   readonly treeFlushBlocks?: number;
   /** Bytes of unwritten tree nodes (and their keys) that make the next block flush early. */
   readonly treeFlushBytesMax?: number;
+  /**
+   * Flushes fall on heights h with h % treeFlushBlocks === treeFlushPhase (and at the latest
+   * treeFlushBlocks after the last one). Nodes given different phases flush at different heights,
+   * so the slower commit of a flush block holds up one node of a height, not all of them at once.
+   */
+  readonly treeFlushPhase?: number;
 }
 
 export const chainStoreDefaults = {
   treeFlushBlocks: 32,
   treeFlushBytesMax: 32 * 1024 * 1024,
+  treeFlushPhase: 0,
 } as const;
 
 /** Meta key of the height whose state tree the tree_nodes table holds. */
@@ -183,6 +190,7 @@ export class ChainStore {
   private heightCache: number;
   private readonly treeFlushBlocks: number;
   private readonly treeFlushBytesMax: number;
+  private readonly treeFlushPhase: number;
   /** Height of the tree that tree_nodes holds; -1 before genesis. */
   private treeHeightCache: number;
   /** Tree nodes written by blocks after treeHeightCache (null: deleted), each in its latest version. */
@@ -199,6 +207,13 @@ export class ChainStore {
       "treeFlushBlocks is a positive integer",
     );
     assert(this.treeFlushBytesMax >= 0, "treeFlushBytesMax is not negative");
+    this.treeFlushPhase = options.treeFlushPhase ?? chainStoreDefaults.treeFlushPhase;
+    assert(
+      Number.isSafeInteger(this.treeFlushPhase) &&
+        this.treeFlushPhase >= 0 &&
+        this.treeFlushPhase < this.treeFlushBlocks,
+      "treeFlushPhase is an integer below treeFlushBlocks",
+    );
     this.licenseIndex = new LicenseIndex(db);
     this.statements = {
       getMeta: db.prepare<[string], { value: Buffer }>("SELECT value FROM meta WHERE key = ?"),
@@ -461,6 +476,7 @@ export class ChainStore {
     const block = ChainStore.copyNodes(batch.treeWrites);
     const flush =
       this.treeHeightCache < 0 ||
+      batch.height % this.treeFlushBlocks === this.treeFlushPhase ||
       batch.height - this.treeHeightCache >= this.treeFlushBlocks ||
       this.unflushedBytes + block.bytes >= this.treeFlushBytesMax;
     // Values bind as they are (better-sqlite3 takes any Uint8Array): copying each one into a Buffer

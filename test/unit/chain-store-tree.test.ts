@@ -151,6 +151,18 @@ describe("state tree flushes", () => {
     assert.deepEqual(storedTableRoot(), s.roots.get(5));
   });
 
+  it("flushes on the heights of its phase, so nodes given different phases flush apart", () => {
+    const s = open({ treeFlushBlocks: 4, treeFlushPhase: 2 });
+    const heights: number[] = [];
+    for (let h = 0; h <= 10; h++) {
+      s.commit(writesOf(h));
+      heights.push(s.store.treeHeight());
+    }
+    assert.deepEqual(heights, [0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 10]);
+    s.store.close();
+    assert.throws(() => ChainStore.open(dir, { treeFlushBlocks: 4, treeFlushPhase: 4 }), /treeFlushPhase/);
+  });
+
   it("flushes early when the held nodes pass the byte limit", () => {
     const s = open({ treeFlushBlocks: 1000, treeFlushBytesMax: 8_000 });
     const heights: number[] = [];
