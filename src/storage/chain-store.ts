@@ -429,20 +429,6 @@ export class ChainStore {
     return this.deletions;
   }
 
-  /**
-   * Copies of a block's node writes (they are views into buffers shared by the whole batch), and
-   * their bytes.
-   */
-  private static copyNodes(writes: ReadonlyMap<string, Uint8Array | null>) {
-    const nodes = new Map<string, Uint8Array | null>();
-    let bytes = 0;
-    for (const [nodeKey, node] of writes) {
-      nodes.set(nodeKey, node === null ? null : node.slice());
-      bytes += nodeKey.length + (node?.length ?? 0);
-    }
-    return { nodes, bytes };
-  }
-
   private clearUnflushed(): void {
     this.unflushedNodes = new Map();
     this.unflushedBytes = 0;
@@ -473,12 +459,13 @@ export class ChainStore {
     );
     const s = this.statements;
     const deletions = this.writableDeletions();
-    const block = ChainStore.copyNodes(batch.treeWrites);
+    let treeBytes = 0;
+    for (const [nodeKey, node] of batch.treeWrites) treeBytes += nodeKey.length + (node?.length ?? 0);
     const flush =
       this.treeHeightCache < 0 ||
       batch.height % this.treeFlushBlocks === this.treeFlushPhase ||
       batch.height - this.treeHeightCache >= this.treeFlushBlocks ||
-      this.unflushedBytes + block.bytes >= this.treeFlushBytesMax;
+      this.unflushedBytes + treeBytes >= this.treeFlushBytesMax;
     // Values bind as they are (better-sqlite3 takes any Uint8Array): copying each one into a Buffer
     // first cost a copy of the whole block and of every state value and tree node.
     const write = this.db.transaction(() => {
@@ -493,7 +480,7 @@ export class ChainStore {
           if (!flush) deletions.add.run(batch.height, key);
         } else s.putState.run(key, value, batch.height);
       }
-      if (flush) this.writeTree(batch.height, block.nodes);
+      if (flush) this.writeTree(batch.height, batch.treeWrites);
       s.putMeta.run("stateRoot", batch.stateRoot);
       for (const [key, value] of batch.meta ?? []) s.putMeta.run(key, value);
       if (batch.licenseIndex !== undefined) this.licenseIndex.apply(batch.licenseIndex);
@@ -505,8 +492,9 @@ export class ChainStore {
       this.treeHeightCache = batch.height;
       this.clearUnflushed();
     } else {
-      for (const [nodeKey, node] of block.nodes) this.unflushedNodes.set(nodeKey, node);
-      this.unflushedBytes += block.bytes;
+      // Copies: a batch's node writes are views into buffers the whole batch shares.
+      for (const [nodeKey, node] of batch.treeWrites) this.unflushedNodes.set(nodeKey, node?.slice() ?? null);
+      this.unflushedBytes += treeBytes;
     }
   }
 }

@@ -130,30 +130,36 @@ test("the node refuses to start on a store whose tree no longer matches its last
 });
 
 test("after kill -9 between tree flushes the store verifies and restarts; a changed row's height edited, both refuse it", async () => {
-  // The clean stop above flushed the tree; these blocks' tree nodes stay in memory until the next flush.
-  await net.start();
-  const client = await net.client("tax.officer");
-  for (let i = 0; i < 3; i++) await client.send("kv.put", { key: `later/${i}`, value: utf8(`later ${i}`) });
-  await net.kill9();
-  const killed = copyOf(dataDir, "killed");
-  const db = new Database(path.join(killed, "chain.db"));
-  const treeHeight = Number(
-    (db.prepare("SELECT value FROM meta WHERE key = 'treeHeight'").get() as { value: Buffer }).value,
-  );
-  const latest = (db.prepare("SELECT MAX(height) AS h FROM blocks").get() as { h: number }).h;
-  const changed = db.prepare("SELECT count(*) AS n FROM state WHERE height > ?").get(treeHeight) as {
-    n: number;
-  };
-  db.close();
-  assert.ok(treeHeight < latest, `tree at ${treeHeight}, blocks up to ${latest}`);
-  assert.ok(changed.n >= 3);
+  // The clean stop above flushed the tree; later blocks' tree nodes stay in memory until the next
+  // flush, which falls on one height in 32 (the node's phase): should the last block be one, go on.
+  let killed = "";
+  let treeHeight = 0;
+  let changedKey = "";
+  for (let attempt = 0; changedKey === "" && attempt < 3; attempt++) {
+    await net.start();
+    const client = await net.client("tax.officer");
+    for (let i = 0; i < 3; i++)
+      await client.send("kv.put", { key: `later/${attempt}/${i}`, value: utf8(`later ${attempt} ${i}`) });
+    await net.kill9();
+    killed = copyOf(dataDir, `killed-${attempt}`);
+    const db = new Database(path.join(killed, "chain.db"));
+    treeHeight = Number(
+      (db.prepare("SELECT value FROM meta WHERE key = 'treeHeight'").get() as { value: Buffer }).value,
+    );
+    const row = db
+      .prepare("SELECT key FROM state WHERE height > ? AND key LIKE 'kv/tax/later/%' LIMIT 1")
+      .get(treeHeight) as { key: string } | undefined;
+    db.close();
+    changedKey = row?.key ?? "";
+  }
+  assert.notEqual(changedKey, "", "a state row written after the tree's last flush");
   const intact = await verify(killed);
   assert.equal(intact.code, 0, intact.stderr);
 
-  // Lowered to the genesis height, the row no longer counts as changed since the tree's flush.
-  const edited = copyOf(dataDir, "edited-height");
+  // Lowered to the tree's height, the row no longer counts as changed since the flush.
+  const edited = copyOf(killed, "edited-height");
   const edit = new Database(path.join(edited, "chain.db"));
-  const lowered = edit.prepare("UPDATE state SET height = 0 WHERE key = ?").run("kv/tax/later/1");
+  const lowered = edit.prepare("UPDATE state SET height = ? WHERE key = ?").run(treeHeight, changedKey);
   edit.close();
   assert.equal(lowered.changes, 1);
   const { code, report } = await verify(edited);
@@ -173,8 +179,8 @@ test("after kill -9 between tree flushes the store verifies and restarts; a chan
   // The killed node itself replays the changes on start and serves the later values.
   await net.start();
   const reader = await net.client("police.auditor");
-  const { value } = await reader.state("kv/tax/later/2");
-  assert.equal(new TextDecoder().decode(value!), "later 2");
+  const { value } = await reader.state(changedKey);
+  assert.match(new TextDecoder().decode(value!), /^later \d \d$/);
   await net.stop();
   const replayed = await verify(dataDir);
   assert.equal(replayed.code, 0, replayed.stderr);
