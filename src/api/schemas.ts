@@ -255,6 +255,14 @@ export const getStatus = {
         syncing: { type: "boolean" },
         validatorId: hex64,
         mempool: { type: "object", properties: { txs: { type: "integer" }, bytes: { type: "integer" } } },
+        storage: {
+          type: "object",
+          properties: {
+            treeHeight: { type: "integer" },
+            heldTreeNodes: { type: "integer" },
+            heldTreeBytes: { type: "integer" },
+          },
+        },
         network: {
           type: ["object", "null"],
           properties: {

@@ -294,6 +294,7 @@ function registerRoutes(app: FastifyInstance, node: ChainNode, options: ApiOptio
       syncing: node.syncing,
       validatorId: toHex(node.validatorId),
       mempool: { txs: node.mempool.size, bytes: node.mempool.sizeBytes },
+      storage: ledger.store.treeFlushStatus(),
       network: options.network?.() ?? null,
       caller: {
         certId: request.identity!.certId,

@@ -396,6 +396,15 @@ export class ChainStore {
     return this.treeHeightCache;
   }
 
+  /** For `GET /v1/status`: the stored tree's height and the tree nodes held until the next flush. */
+  treeFlushStatus(): { treeHeight: number; heldTreeNodes: number; heldTreeBytes: number } {
+    return {
+      treeHeight: this.treeHeightCache,
+      heldTreeNodes: this.unflushedNodes.size,
+      heldTreeBytes: this.unflushedBytes,
+    };
+  }
+
   /**
    * What the blocks after `treeHeight()` changed in the state, as final values: the keys they
    * deleted (value null), then the keys they wrote with their current values. Applied to the stored

@@ -186,10 +186,19 @@ describe("request authentication", () => {
       height: number;
       caller: Record<string, unknown>;
       network: unknown;
+      storage: { treeHeight: number; heldTreeNodes: number; heldTreeBytes: number };
     };
     assert.equal(body.chainId, chainId);
     assert.equal(body.network, null, "a solo node has no peer network to report");
     assert.ok(Number.isSafeInteger(body.height) && body.height >= 0);
+    // The state tree on disk is at most 32 blocks behind; nodes are held in memory only while it is.
+    const storage = body.storage;
+    assert.ok(
+      storage.treeHeight <= body.height && body.height - storage.treeHeight <= 32,
+      JSON.stringify(storage),
+    );
+    if (storage.heldTreeNodes > 0) assert.ok(storage.treeHeight < body.height, JSON.stringify(storage));
+    assert.equal(storage.heldTreeBytes > 0, storage.heldTreeNodes > 0);
     assert.deepEqual(body.caller, {
       certId: identity.certId,
       enrollmentId: "tax.officer",

@@ -80,6 +80,9 @@ describe("state tree flushes", () => {
     const { store, tree, roots, commit } = open({ treeFlushBlocks: 4 });
     for (let h = 0; h <= 3; h++) commit(writesOf(h));
     assert.equal(store.treeHeight(), 0, "genesis is flushed at once, blocks 1-3 are not");
+    const held = store.treeFlushStatus();
+    assert.equal(held.treeHeight, 0);
+    assert.ok(held.heldTreeNodes > 0 && held.heldTreeBytes > held.heldTreeNodes * 30, JSON.stringify(held));
     const changes = store.stateChangesAfterTree();
     assert.deepEqual(
       changes.filter((c) => c.value === null).map((c) => c.key),
@@ -94,6 +97,7 @@ describe("state tree flushes", () => {
     assert.equal(valueHashIn(fresh, "kv/k/1/0"), null, "deleted at block 3");
     commit(writesOf(4));
     assert.equal(store.treeHeight(), 4);
+    assert.deepEqual(store.treeFlushStatus(), { treeHeight: 4, heldTreeNodes: 0, heldTreeBytes: 0 });
     assert.deepEqual(store.stateChangesAfterTree(), []);
     assert.equal(
       (store.db.prepare("SELECT count(*) AS n FROM state_deletions").get() as { n: number }).n,
@@ -173,6 +177,35 @@ describe("state tree flushes", () => {
     const flushes = new Set(heights).size;
     assert.ok(flushes > 2 && flushes < 13, `flushed at heights ${[...new Set(heights)].join(", ")}`);
     s.store.close();
+  });
+
+  it("a flush block whose write fails leaves the table, the height and the held nodes as they were", () => {
+    const s = open({ treeFlushBlocks: 4 });
+    for (let h = 0; h <= 3; h++) s.commit(writesOf(h));
+    const held = s.store.treeFlushStatus();
+    const batch = s.tree.applyBatch([{ key: utf8("kv/shared"), value: utf8("never stored") }]);
+    const tx = { id: "ef".repeat(32), index: 0, code: "OK", message: "", data: new Uint8Array(0) };
+    assert.throws(() =>
+      s.store.commitBlock({
+        height: 4,
+        hash: new Uint8Array(32).fill(4),
+        timeMs: 4,
+        blockBytes: new Uint8Array([4]),
+        txCount: 2,
+        commitBytes: null,
+        txs: [tx, { ...tx, index: 1 }],
+        stateWrites: new Map([["kv/shared", utf8("never stored")]]),
+        treeWrites: batch.nodeWrites,
+        stateRoot: batch.root,
+      }),
+    );
+    assert.deepEqual(s.store.treeFlushStatus(), held);
+    crash(s.store);
+    assert.deepEqual(storedTableRoot(), s.roots.get(0), "the table still holds block 0's tree");
+    const again = open({ treeFlushBlocks: 4 });
+    replayTreeJournal(again.store, again.tree, (h) => s.roots.get(h));
+    assert.deepEqual(again.tree.root(), s.roots.get(3));
+    again.store.close();
   });
 
   it("a block whose write fails leaves the held nodes as they were", () => {
