@@ -71,7 +71,7 @@ export interface ValidatorChange {
  * stored tree must have block treeHeight's state root and the result the latest block's: anything
  * else is a store edited or damaged outside the node.
  */
-export function replayTreeJournal(
+export function replayTreeChanges(
   store: ChainStore,
   tree: SparseMerkleTree,
   stateRootAt: (height: number) => Uint8Array | undefined,
@@ -145,7 +145,7 @@ export class Ledger {
     if (height < 0)
       throw new CodedError("NOT_FOUND", "the store has no genesis block; run `citychain node init`");
     this.latestBlock = this.blockAt(height)!;
-    replayTreeJournal(store, this.tree, (h) => this.blockAt(h)?.header.stateRoot);
+    replayTreeChanges(store, this.tree, (h) => this.blockAt(h)?.header.stateRoot);
     if (!bytesEqual(this.tree.root(), this.latestBlock.header.stateRoot)) {
       throw new CodedError(
         "STORAGE_CORRUPT",

@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { utf8 } from "../../src/core/encoding.ts";
 import { auditSmtStore, SparseMerkleTree, smtNodeKeyToHex, smtSha256 } from "../../src/core/smt.ts";
-import { replayTreeJournal } from "../../src/node/ledger.ts";
+import { replayTreeChanges } from "../../src/node/ledger.ts";
 import { ChainStore, type ChainStoreOptions } from "../../src/storage/chain-store.ts";
 
 let dir: string;
@@ -70,6 +70,30 @@ function storedTableRoot(): Uint8Array {
   }
 }
 
+/**
+ * Commits the next block with a change of kv/shared, made to fail inside its SQLite transaction:
+ * the same transaction id twice breaks the txs table's primary key.
+ */
+function commitFailing(s: ReturnType<typeof open>): void {
+  const height = s.store.latestHeight() + 1;
+  const batch = s.tree.applyBatch([{ key: utf8("kv/shared"), value: utf8("never stored") }]);
+  const tx = { id: "cd".repeat(32), index: 0, code: "OK", message: "", data: new Uint8Array(0) };
+  assert.throws(() =>
+    s.store.commitBlock({
+      height,
+      hash: new Uint8Array(32).fill(height),
+      timeMs: height,
+      blockBytes: new Uint8Array([height]),
+      txCount: 2,
+      commitBytes: null,
+      txs: [tx, { ...tx, index: 1 }],
+      stateWrites: new Map([["kv/shared", utf8("never stored")]]),
+      treeWrites: batch.nodeWrites,
+      stateRoot: batch.root,
+    }),
+  );
+}
+
 /** Simulates kill -9: the database handle goes away without the store's close (no flush). */
 function crash(store: ChainStore): void {
   store.db.close();
@@ -126,7 +150,7 @@ describe("state tree flushes", () => {
       ["kv/k/3/0", "kv/k/4/0"],
     );
     assert.equal(changes.filter((c) => c.value !== null).length, 41);
-    replayTreeJournal(s.store, s.tree, (h) => roots.get(h));
+    replayTreeChanges(s.store, s.tree, (h) => roots.get(h));
     assert.equal(s.store.treeHeight(), 6);
     assert.deepEqual(s.store.stateChangesAfterTree(), []);
     assert.deepEqual(s.tree.root(), roots.get(6));
@@ -137,7 +161,7 @@ describe("state tree flushes", () => {
     assert.notEqual(s.tree.getProof(utf8("kv/k/5/3")).valueHash, null);
     crash(s.store);
     s = open({ treeFlushBlocks: 4 });
-    replayTreeJournal(s.store, s.tree, (h) => (h === 7 ? root7 : roots.get(h)));
+    replayTreeChanges(s.store, s.tree, (h) => (h === 7 ? root7 : roots.get(h)));
     assert.deepEqual(s.tree.root(), root7);
     s.store.close();
     assert.deepEqual(storedTableRoot(), root7);
@@ -183,27 +207,12 @@ describe("state tree flushes", () => {
     const s = open({ treeFlushBlocks: 4 });
     for (let h = 0; h <= 3; h++) s.commit(writesOf(h));
     const held = s.store.treeFlushStatus();
-    const batch = s.tree.applyBatch([{ key: utf8("kv/shared"), value: utf8("never stored") }]);
-    const tx = { id: "ef".repeat(32), index: 0, code: "OK", message: "", data: new Uint8Array(0) };
-    assert.throws(() =>
-      s.store.commitBlock({
-        height: 4,
-        hash: new Uint8Array(32).fill(4),
-        timeMs: 4,
-        blockBytes: new Uint8Array([4]),
-        txCount: 2,
-        commitBytes: null,
-        txs: [tx, { ...tx, index: 1 }],
-        stateWrites: new Map([["kv/shared", utf8("never stored")]]),
-        treeWrites: batch.nodeWrites,
-        stateRoot: batch.root,
-      }),
-    );
+    commitFailing(s);
     assert.deepEqual(s.store.treeFlushStatus(), held);
     crash(s.store);
     assert.deepEqual(storedTableRoot(), s.roots.get(0), "the table still holds block 0's tree");
     const again = open({ treeFlushBlocks: 4 });
-    replayTreeJournal(again.store, again.tree, (h) => s.roots.get(h));
+    replayTreeChanges(again.store, again.tree, (h) => s.roots.get(h));
     assert.deepEqual(again.tree.root(), s.roots.get(3));
     again.store.close();
   });
@@ -212,23 +221,7 @@ describe("state tree flushes", () => {
     const s = open({ treeFlushBlocks: 100 });
     for (let h = 0; h <= 2; h++) s.commit(writesOf(h));
     const before = s.tree.root();
-    const batch = s.tree.applyBatch([{ key: utf8("kv/shared"), value: utf8("never stored") }]);
-    const tx = { id: "cd".repeat(32), index: 0, code: "OK", message: "", data: new Uint8Array(0) };
-    assert.throws(() =>
-      s.store.commitBlock({
-        height: 3,
-        hash: new Uint8Array(32).fill(3),
-        timeMs: 3,
-        blockBytes: new Uint8Array([3]),
-        txCount: 2,
-        commitBytes: null,
-        // The same id twice breaks the primary key inside the transaction.
-        txs: [tx, { ...tx, index: 1 }],
-        stateWrites: new Map([["kv/shared", utf8("never stored")]]),
-        treeWrites: batch.nodeWrites,
-        stateRoot: batch.root,
-      }),
-    );
+    commitFailing(s);
     assert.equal(s.store.latestHeight(), 2);
     const fresh = new SparseMerkleTree({ get: (k) => s.store.treeNode(smtNodeKeyToHex(k)) });
     assert.deepEqual(fresh.root(), before);
@@ -249,7 +242,7 @@ describe("state tree flushes", () => {
       crash(s.store);
       const again = open({ treeFlushBlocks: 4 });
       assert.throws(
-        () => replayTreeJournal(again.store, again.tree, (h) => s.roots.get(h)),
+        () => replayTreeChanges(again.store, again.tree, (h) => s.roots.get(h)),
         (error: { code?: string; message: string }) =>
           error.code === "STORAGE_CORRUPT" && /state changes after block 4/.test(error.message),
       );
