@@ -178,6 +178,11 @@ function prepareWritable(db: Database.Database): void {
   }
 }
 
+/** What a held tree node counts toward treeFlushBytesMax: its key and its bytes. */
+function heldSize(nodeKey: string, node: Uint8Array | null): number {
+  return nodeKey.length + (node?.length ?? 0);
+}
+
 function hexToBuffer(hex: string): Buffer {
   return Buffer.from(hex, "hex");
 }
@@ -195,7 +200,7 @@ export class ChainStore {
   private treeHeightCache: number;
   /** Tree nodes written by blocks after treeHeightCache (null: deleted), each in its latest version. */
   private unflushedNodes = new Map<string, Uint8Array | null>();
-  /** Their bytes, keys included, counted as they were added (a replaced node still counts). */
+  /** Their bytes, keys included (a replaced version no longer counts). */
   private unflushedBytes = 0;
 
   private constructor(db: Database.Database, options: ChainStoreOptions) {
@@ -468,13 +473,18 @@ export class ChainStore {
     );
     const s = this.statements;
     const deletions = this.writableDeletions();
-    let treeBytes = 0;
-    for (const [nodeKey, node] of batch.treeWrites) treeBytes += nodeKey.length + (node?.length ?? 0);
+    // What holding this block's nodes would add: a node held already is replaced, not added to.
+    let heldGrowth = 0;
+    for (const [nodeKey, node] of batch.treeWrites) {
+      heldGrowth += heldSize(nodeKey, node);
+      if (this.unflushedNodes.has(nodeKey))
+        heldGrowth -= heldSize(nodeKey, this.unflushedNodes.get(nodeKey)!);
+    }
     const flush =
       this.treeHeightCache < 0 ||
       batch.height % this.treeFlushBlocks === this.treeFlushPhase ||
       batch.height - this.treeHeightCache >= this.treeFlushBlocks ||
-      this.unflushedBytes + treeBytes >= this.treeFlushBytesMax;
+      this.unflushedBytes + heldGrowth >= this.treeFlushBytesMax;
     // Values bind as they are (better-sqlite3 takes any Uint8Array): copying each one into a Buffer
     // first cost a copy of the whole block and of every state value and tree node.
     const write = this.db.transaction(() => {
@@ -503,7 +513,7 @@ export class ChainStore {
     } else {
       // Copies: a batch's node writes are views into buffers the whole batch shares.
       for (const [nodeKey, node] of batch.treeWrites) this.unflushedNodes.set(nodeKey, node?.slice() ?? null);
-      this.unflushedBytes += treeBytes;
+      this.unflushedBytes += heldGrowth;
     }
   }
 }

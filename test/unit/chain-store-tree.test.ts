@@ -191,6 +191,20 @@ describe("state tree flushes", () => {
     assert.throws(() => ChainStore.open(dir, { treeFlushBlocks: 4, treeFlushPhase: 4 }), /treeFlushPhase/);
   });
 
+  it("counts a held node once however often later blocks rewrite it", () => {
+    const s = open({ treeFlushBlocks: 1000 });
+    s.commit(writesOf(0));
+    const held: number[] = [];
+    for (let h = 1; h <= 12; h++) {
+      s.commit(new Map([["kv/shared", utf8(`shared at ${h}`)]]));
+      held.push(s.store.treeFlushStatus().heldTreeBytes);
+    }
+    // One key rewritten: the same nodes on its path each block, so the held bytes stay put.
+    assert.ok(held[0]! > 0);
+    assert.deepEqual(new Set(held).size, 1, held.join(", "));
+    s.store.close();
+  });
+
   it("flushes early when the held nodes pass the byte limit", () => {
     const s = open({ treeFlushBlocks: 1000, treeFlushBytesMax: 8_000 });
     const heights: number[] = [];
