@@ -3,7 +3,9 @@
  * synchronous port, with overlays that collect a block's and a transaction's writes so a failed
  * transaction is rolled back by dropping its overlay.
  */
+import { utf8 } from "./encoding.ts";
 import { assert } from "./errors.ts";
+import type { SmtChange } from "./smt.ts";
 
 export interface StateReader {
   get(key: string): Uint8Array | undefined;
@@ -54,4 +56,9 @@ export class MemoryState implements StateReader {
       else this.map.set(key, value);
     }
   }
+}
+
+/** State writes (null deletes) as the state tree's changes: each key as its UTF-8 bytes. */
+export function stateTreeChanges(writes: ReadonlyMap<string, Uint8Array | null>): SmtChange[] {
+  return [...writes].map(([key, value]) => ({ key: utf8(key), value }));
 }

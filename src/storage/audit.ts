@@ -26,13 +26,13 @@ import {
   voteSigningBytes,
   voteTypePrecommit,
 } from "../core/block.ts";
-import { bytesEqual, encodeCanonical, toHex, utf8 } from "../core/encoding.ts";
+import { bytesEqual, encodeCanonical, toHex } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
 import { executeBlock, resultsRootOf } from "../core/execution.ts";
 import { checkGenesis, genesisBlock, genesisWrites } from "../core/genesis.ts";
 import { builtinHandlers } from "../core/handlers/index.ts";
 import { auditSmtStore, MemorySmtNodeStore, type SmtAudit, SparseMerkleTree } from "../core/smt.ts";
-import { MemoryState } from "../core/state.ts";
+import { MemoryState, stateTreeChanges } from "../core/state.ts";
 import { readChainParams, readValidators } from "../core/system-state.ts";
 import { decodeTx, signingBytes } from "../core/tx.ts";
 import { nodeFiles } from "../node/config.ts";
@@ -98,7 +98,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
     const doc = readGenesisFile(genesisPath);
     const validators0 = checkGenesis(doc, nodeX509);
     const writes = genesisWrites(doc, validators0);
-    const batch = tree.applyBatch([...writes].map(([key, value]) => ({ key: utf8(key), value })));
+    const batch = tree.applyBatch(stateTreeChanges(writes));
     nodes.write(batch.nodeWrites);
     tree.commit(batch);
     state.apply(writes);
@@ -146,7 +146,7 @@ function audit(store: ChainStore, genesisPath: string, options: AuditOptions): A
       if (!bytesEqual(resultsRootOf(execution.results), block.header.resultsRoot)) {
         fail({ height: h, what: "results root differs from re-execution" });
       }
-      const next = tree.applyBatch([...execution.writes].map(([key, value]) => ({ key: utf8(key), value })));
+      const next = tree.applyBatch(stateTreeChanges(execution.writes));
       if (!bytesEqual(next.root, block.header.stateRoot))
         fail({ height: h, what: "state root differs from re-execution" });
       nodes.write(next.nodeWrites);
@@ -209,11 +209,7 @@ function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null,
   }
   if (!bytesEqual(stored.root, rootAtTreeHeight))
     fail({ height: treeHeight, what: "stored state tree nodes were altered" });
-  const latest = new Map<string, Uint8Array | null>();
-  for (const row of store.stateChangesAfterTree()) latest.set(row.key, row.value);
-  const carried = new SparseMerkleTree(nodes).applyBatch(
-    [...latest].map(([key, value]) => ({ key: utf8(key), value })),
-  );
+  const carried = new SparseMerkleTree(nodes).applyBatch(stateTreeChanges(store.stateChangesAfterTree()));
   if (!bytesEqual(carried.root, latestRoot))
     fail({
       height: store.latestHeight(),

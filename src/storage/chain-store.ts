@@ -411,20 +411,19 @@ export class ChainStore {
   }
 
   /**
-   * What the blocks after `treeHeight()` changed in the state, as final values: the keys they
-   * deleted (value null), then the keys they wrote with their current values. Applied to the stored
-   * tree, a later entry for a key replacing an earlier one, they give the latest block's tree.
-   * Reads the whole state table (state rows are not indexed by height): a restart after a crash
-   * and `citychain verify` are its only callers.
+   * What the blocks after `treeHeight()` changed in the state, as each key's final value (null:
+   * deleted): applied to the stored tree they give the latest block's tree. The recorded deletions
+   * go first, so a key deleted and written again since ends with its current value. Reads the
+   * whole state table (state rows are not indexed by height): a restart after a crash and
+   * `citychain verify` are its only callers.
    */
-  stateChangesAfterTree(): Array<{ key: string; value: Uint8Array | null }> {
-    const changes: Array<{ key: string; value: Uint8Array | null }> = [];
-    for (const row of this.deletions?.after.all(this.treeHeightCache) ?? [])
-      changes.push({ key: row.key, value: null });
-    for (const row of this.db
-      .prepare<[number], { key: string; value: Buffer }>("SELECT key, value FROM state WHERE height > ?")
-      .iterate(this.treeHeightCache))
-      changes.push(row);
+  stateChangesAfterTree(): Map<string, Uint8Array | null> {
+    const changes = new Map<string, Uint8Array | null>();
+    for (const row of this.deletions?.after.all(this.treeHeightCache) ?? []) changes.set(row.key, null);
+    const written = this.db.prepare<[number], { key: string; value: Buffer }>(
+      "SELECT key, value FROM state WHERE height > ?",
+    );
+    for (const row of written.iterate(this.treeHeightCache)) changes.set(row.key, row.value);
     return changes;
   }
 
@@ -454,13 +453,12 @@ export class ChainStore {
    */
   private writeTree(height: number, latest: ReadonlyMap<string, Uint8Array | null> = new Map()): void {
     const s = this.statements;
-    for (const writes of [this.unflushedNodes, latest]) {
-      for (const [nodeKey, node] of writes) {
-        if (writes === this.unflushedNodes && latest.has(nodeKey)) continue;
-        if (node === null) s.deleteNode.run(nodeKey);
-        else s.putNode.run(nodeKey, node);
-      }
-    }
+    const write = (nodeKey: string, node: Uint8Array | null) => {
+      if (node === null) s.deleteNode.run(nodeKey);
+      else s.putNode.run(nodeKey, node);
+    };
+    for (const [nodeKey, node] of this.unflushedNodes) if (!latest.has(nodeKey)) write(nodeKey, node);
+    for (const [nodeKey, node] of latest) write(nodeKey, node);
     s.putMeta.run(treeHeightMetaKey, Buffer.from(String(height)));
     this.writableDeletions().clear.run(height);
   }

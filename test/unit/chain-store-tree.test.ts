@@ -94,6 +94,11 @@ function commitFailing(s: ReturnType<typeof open>): void {
   );
 }
 
+/** The store's changes since its tree's flush, as a list in its order. */
+function changesOf(store: ChainStore): Array<{ key: string; value: Uint8Array | null }> {
+  return [...store.stateChangesAfterTree()].map(([key, value]) => ({ key, value }));
+}
+
 /** Simulates kill -9: the database handle goes away without the store's close (no flush). */
 function crash(store: ChainStore): void {
   store.db.close();
@@ -107,7 +112,7 @@ describe("state tree flushes", () => {
     const held = store.treeFlushStatus();
     assert.equal(held.treeHeight, 0);
     assert.ok(held.heldTreeNodes > 0 && held.heldTreeBytes > held.heldTreeNodes * 30, JSON.stringify(held));
-    const changes = store.stateChangesAfterTree();
+    const changes = changesOf(store);
     assert.deepEqual(
       changes.filter((c) => c.value === null).map((c) => c.key),
       ["kv/k/1/0"],
@@ -122,7 +127,7 @@ describe("state tree flushes", () => {
     commit(writesOf(4));
     assert.equal(store.treeHeight(), 4);
     assert.deepEqual(store.treeFlushStatus(), { treeHeight: 4, heldTreeNodes: 0, heldTreeBytes: 0 });
-    assert.deepEqual(store.stateChangesAfterTree(), []);
+    assert.deepEqual(changesOf(store), []);
     assert.equal(
       (store.db.prepare("SELECT count(*) AS n FROM state_deletions").get() as { n: number }).n,
       0,
@@ -144,7 +149,7 @@ describe("state tree flushes", () => {
     s = open({ treeFlushBlocks: 4 });
     assert.equal(s.store.latestHeight(), 6);
     assert.equal(s.store.treeHeight(), 4);
-    const changes = s.store.stateChangesAfterTree();
+    const changes = changesOf(s.store);
     assert.deepEqual(
       changes.filter((c) => c.value === null).map((c) => c.key),
       ["kv/k/3/0", "kv/k/4/0"],
@@ -152,7 +157,7 @@ describe("state tree flushes", () => {
     assert.equal(changes.filter((c) => c.value !== null).length, 41);
     replayTreeChanges(s.store, s.tree, (h) => roots.get(h));
     assert.equal(s.store.treeHeight(), 6);
-    assert.deepEqual(s.store.stateChangesAfterTree(), []);
+    assert.deepEqual(changesOf(s.store), []);
     assert.deepEqual(s.tree.root(), roots.get(6));
     assert.deepEqual(valueHashIn(s.tree, "kv/k/6/19"), hashOf("v6.19"));
     assert.equal(valueHashIn(s.tree, "kv/k/4/0"), null, "deleted at block 6");
@@ -174,7 +179,7 @@ describe("state tree flushes", () => {
     s.store.close();
     const again = ChainStore.open(dir);
     assert.equal(again.treeHeight(), 5);
-    assert.deepEqual(again.stateChangesAfterTree(), []);
+    assert.deepEqual(changesOf(again), []);
     again.close();
     assert.deepEqual(storedTableRoot(), s.roots.get(5));
   });
@@ -240,7 +245,7 @@ describe("state tree flushes", () => {
     const fresh = new SparseMerkleTree({ get: (k) => s.store.treeNode(smtNodeKeyToHex(k)) });
     assert.deepEqual(fresh.root(), before);
     assert.deepEqual(valueHashIn(fresh, "kv/shared"), hashOf("shared at 2"));
-    const shared = s.store.stateChangesAfterTree().find((c) => c.key === "kv/shared");
+    const shared = changesOf(s.store).find((c) => c.key === "kv/shared");
     assert.deepEqual(new Uint8Array(shared!.value!), utf8("shared at 2"));
     s.store.close();
   });
@@ -277,7 +282,7 @@ describe("state tree flushes", () => {
     const upgraded = ChainStore.open(dir);
     assert.equal(upgraded.getMeta("schema")?.toString(), "3");
     assert.equal(upgraded.treeHeight(), 3);
-    assert.deepEqual(upgraded.stateChangesAfterTree(), []);
+    assert.deepEqual(changesOf(upgraded), []);
     upgraded.close();
   });
 
