@@ -941,7 +941,8 @@ function prepareChanges(changes: readonly SmtChange[]): BatchWork {
 export class SparseMerkleTree {
   private readonly store: SmtNodeStore;
   private readonly cache: NodeCache;
-  private readonly batchChangesMax: number;
+  /** The most changes one applyBatch takes. */
+  readonly batchChangesMax: number;
   /** New nodes of uncommitted batches, handed to the cache on commit (weak: abandoned is fine). */
   private readonly pending = new WeakMap<SmtBatchResult, PendingBatch>();
   /** The root node is pinned outside the cache: every operation starts there. */

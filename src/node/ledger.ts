@@ -87,7 +87,16 @@ export function replayTreeChanges(
   }
   const latest = store.latestHeight();
   if (treeHeight === latest) return;
-  const batch = tree.applyBatch(stateTreeChanges(store.stateChangesAfterTree()));
+  const changes = store.stateChangesAfterTree();
+  if (changes.size > tree.batchChangesMax) {
+    // A flush comes at least every treeFlushBlocks blocks and before the held nodes pass their byte
+    // limit, far below this: the tree height or the rows' heights were altered.
+    throw new CodedError(
+      "STORAGE_CORRUPT",
+      `${changes.size} keys changed after block ${treeHeight} (the stored tree's), more than a replay takes (${tree.batchChangesMax}), which flushes never leave; run \`citychain verify\``,
+    );
+  }
+  const batch = tree.applyBatch(stateTreeChanges(changes));
   const latestRoot = stateRootAt(latest);
   if (latestRoot === undefined || !bytesEqual(batch.root, latestRoot)) {
     throw new CodedError(

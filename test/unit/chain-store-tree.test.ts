@@ -269,6 +269,25 @@ describe("state tree flushes", () => {
     });
   }
 
+  it("refuses a replay of more changes than one tree batch takes with STORAGE_CORRUPT", () => {
+    const s = open({ treeFlushBlocks: 4 });
+    for (let h = 0; h <= 6; h++) s.commit(writesOf(h));
+    crash(s.store);
+    const again = open({ treeFlushBlocks: 4 });
+    const small = new SparseMerkleTree(
+      { get: (k) => again.store.treeNode(smtNodeKeyToHex(k)) },
+      { batchChangesMax: 40 },
+    );
+    assert.equal(again.store.stateChangesAfterTree().size, 43);
+    assert.throws(
+      () => replayTreeChanges(again.store, small, (h) => s.roots.get(h)),
+      (error: { code?: string; message: string }) =>
+        error.code === "STORAGE_CORRUPT" && /43 keys changed after block 4/.test(error.message),
+    );
+    assert.equal(again.store.treeHeight(), 4, "nothing written");
+    again.store.close();
+  });
+
   it("upgrades a store that wrote its tree with every block (schema 2): its tree is its last block's", () => {
     const s = open({ treeFlushBlocks: 1 });
     for (let h = 0; h <= 3; h++) s.commit(writesOf(h));
