@@ -801,8 +801,11 @@ function pushMerged(src: Uint8Array, off: number, hashSrc: Uint8Array | null, ha
   merged.hashOff[i] = hashOff;
 }
 
-/** A batch's new nodes are built in buffers of this size: one allocation per ~500 nodes. */
+/** A batch's new nodes are built in buffers of at most this size: one allocation per ~500 nodes. */
 const batchChunkBytes = 256 * 1024;
+/** A batch's first buffer: this much per change plus the base (the upper nodes its changes share). */
+const chunkBytesPerChange = 1024;
+const chunkBytesBase = 4096;
 
 /**
  * One applyBatch: its changes as sorted, distinct records, the writes so far, and the result of the
@@ -832,7 +835,13 @@ class BatchWork {
   /** Room for `length` bytes of a new node's content, at the returned offset of `chunk`. */
   take(length: number): number {
     if (this.chunkUsed + length > this.chunk.length) {
-      this.chunk = new Uint8Array(Math.max(batchChunkBytes, length));
+      // Sized to the batch at first and doubling after: a small batch must not zero (and pin,
+      // through the cached nodes that view it) a buffer hundreds of times its size.
+      const size =
+        this.chunk.length === 0
+          ? Math.min(batchChunkBytes, this.count * chunkBytesPerChange + chunkBytesBase)
+          : Math.min(batchChunkBytes, this.chunk.length * 2);
+      this.chunk = new Uint8Array(Math.max(size, length));
       this.chunkUsed = 0;
     }
     const at = this.chunkUsed;
