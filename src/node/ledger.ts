@@ -137,6 +137,15 @@ export class Ledger {
   private readonly decodedKeys = new WeakMap<Tx, string>();
   readonly tree: SparseMerkleTree;
   readonly state: CachedState;
+  /**
+   * The proposer priorities the store records for the next height (meta `validatorSet`), read once
+   * and then kept by each commit, so a height does not read and decode them twice (undefined: not
+   * read yet; null: none stored).
+   */
+  private storedPriorities:
+    | { readonly forHeight: number; readonly priorities: readonly number[] }
+    | null
+    | undefined;
   private latestBlock: Block;
   /** Every validator list the chain has had, by the height it took effect, oldest first (empty: never changed). */
   private validatorHistory: Array<{ readonly height: number; readonly validators: readonly Validator[] }>;
@@ -238,11 +247,17 @@ export class Ledger {
    */
   validatorSetAt(height: number): ValidatorSet {
     const validators = this.votersAt(height);
-    const stored = this.store.getMeta(validatorSetMetaKey);
-    if (stored !== undefined) {
-      const [forHeight, priorities] = decodeCanonical(stored, 1024 * 1024) as [number, number[]];
-      if (forHeight === height && priorities.length === validators.length) return { validators, priorities };
+    if (this.storedPriorities === undefined) {
+      const stored = this.store.getMeta(validatorSetMetaKey);
+      if (stored === undefined) this.storedPriorities = null;
+      else {
+        const [forHeight, priorities] = decodeCanonical(stored, 1024 * 1024) as [number, number[]];
+        this.storedPriorities = { forHeight, priorities };
+      }
     }
+    const stored = this.storedPriorities;
+    if (stored !== null && stored.forHeight === height && stored.priorities.length === validators.length)
+      return { validators, priorities: stored.priorities.slice() };
     return { validators, priorities: validators.map(() => 0) };
   }
 
@@ -464,7 +479,8 @@ export class Ledger {
       change === null
         ? nextHeightValidatorSet(voting)
         : carryPriorities(nextHeightValidatorSet(voting), change);
-    meta.set(validatorSetMetaKey, encodePriorities(height + 1, next.priorities));
+    const nextPriorities = { forHeight: height + 1, priorities: next.priorities.slice() };
+    meta.set(validatorSetMetaKey, encodePriorities(nextPriorities.forHeight, nextPriorities.priorities));
     if (change !== null) {
       // The set before the first change is recorded too, so every height's voters stay known.
       if (this.validatorHistory.length === 0) meta.set(historyKey(1), encodeValidators(voting.validators));
@@ -490,6 +506,7 @@ export class Ledger {
       stateRoot: block.header.stateRoot,
       meta,
     });
+    this.storedPriorities = nextPriorities;
     this.tree.commit(prepared.tree);
     this.state.applyCommitted(execution.writes);
     // By the key kept at admission or by the block check, not hashed again.

@@ -245,6 +245,9 @@ describe("validator changes: effect", () => {
       [removedAt],
     );
 
+    // The priorities the ledger keeps in memory for the next height are the ones it stored.
+    const nextHeight = ledger.height() + 1;
+    const nextSet = ledger.validatorSetAt(nextHeight);
     const dir = net.layout.nodes[0]!.dir;
     await net.node.close();
     const report = auditDataDir(dir);
@@ -254,6 +257,7 @@ describe("validator changes: effect", () => {
       assert.equal(again.node.ledger.votersAt(changeHeight).length, 2);
       assert.equal(again.node.ledger.votersAt(changeHeight - 1).length, 1);
       assert.equal(again.node.ledger.validatorChanges(0, 10).length, 2);
+      assert.deepEqual(again.node.ledger.validatorSetAt(nextHeight), nextSet);
     } finally {
       await again.close();
     }
