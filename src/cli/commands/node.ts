@@ -5,6 +5,7 @@ import type { Command } from "commander";
 import pino from "pino";
 import { toHex } from "../../core/encoding.ts";
 import { defaultNodeConfig, nodeFiles, readNodeConfig, writeNodeConfig } from "../../node/config.ts";
+import { installFatalHandlers } from "../../node/fatal.ts";
 import { openLedger, startNode } from "../../node/run.ts";
 import { passphraseSource, printJson } from "../common.ts";
 
@@ -63,6 +64,7 @@ export function registerNodeCommands(program: Command): void {
     .action(async (flags: { dir: string; passphraseFile?: string }) => {
       const config = readNodeConfig(flags.dir);
       const log = pino({ level: config.logLevel, base: { node: path.basename(path.resolve(flags.dir)) } });
+      installFatalHandlers(log);
       const running = await startNode({
         dir: flags.dir,
         passphrase: passphraseSource(flags.passphraseFile),
