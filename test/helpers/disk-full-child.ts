@@ -9,6 +9,7 @@ import { utf8 } from "../../src/core/encoding.ts";
 import { SparseMerkleTree, smtNodeKeyToHex } from "../../src/core/smt.ts";
 import { installFatalHandlers } from "../../src/node/fatal.ts";
 import { ChainStore } from "../../src/storage/chain-store.ts";
+import { commitWrites } from "./chain-blocks.ts";
 
 const [dir, pagesMax] = process.argv.slice(2);
 installFatalHandlers(pino({ base: { node: "disk-full" } }));
@@ -20,20 +21,7 @@ function commitNext(): void {
   const height = store.latestHeight() + 1;
   const writes = new Map<string, Uint8Array | null>();
   for (let i = 0; i < 50; i++) writes.set(`kv/k/${height}/${i}`, utf8("x".repeat(200)));
-  const batch = tree.applyBatch([...writes].map(([key, value]) => ({ key: utf8(key), value })));
-  store.commitBlock({
-    height,
-    hash: Uint8Array.from({ length: 32 }, (_, i) => (height * 31 + i) & 0xff),
-    timeMs: height,
-    blockBytes: new Uint8Array(64).fill(height & 0xff),
-    txCount: 0,
-    commitBytes: null,
-    txs: [],
-    stateWrites: writes,
-    treeWrites: batch.nodeWrites,
-    stateRoot: batch.root,
-  });
-  tree.commit(batch);
+  commitWrites(store, tree, writes);
   process.stderr.write(`${height}\n`);
   setImmediate(commitNext);
 }

@@ -13,6 +13,7 @@ import { utf8 } from "../../src/core/encoding.ts";
 import { auditSmtStore, SparseMerkleTree, smtNodeKeyToHex, smtSha256 } from "../../src/core/smt.ts";
 import { replayTreeChanges } from "../../src/node/ledger.ts";
 import { ChainStore, type ChainStoreOptions } from "../../src/storage/chain-store.ts";
+import { commitWrites } from "../helpers/chain-blocks.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -27,22 +28,9 @@ function open(options: ChainStoreOptions = {}) {
   const roots = new Map<number, Uint8Array>();
   const commit = (writes: ReadonlyMap<string, Uint8Array | null>) => {
     const height = store.latestHeight() + 1;
-    const batch = tree.applyBatch([...writes].map(([key, value]) => ({ key: utf8(key), value })));
-    store.commitBlock({
-      height,
-      hash: Uint8Array.from({ length: 32 }, (_, i) => (height * 31 + i) & 0xff),
-      timeMs: height,
-      blockBytes: new Uint8Array([height & 0xff]),
-      txCount: 0,
-      commitBytes: null,
-      txs: [],
-      stateWrites: writes,
-      treeWrites: batch.nodeWrites,
-      stateRoot: batch.root,
-    });
-    tree.commit(batch);
-    roots.set(height, batch.root);
-    return batch.root;
+    const root = commitWrites(store, tree, writes);
+    roots.set(height, root);
+    return root;
   };
   return { store, tree, roots, commit };
 }
