@@ -93,7 +93,7 @@ export function replayTreeChanges(
     // limit, far below this: the tree height or the rows' heights were altered.
     throw new CodedError(
       "STORAGE_CORRUPT",
-      `${changes.size} keys changed after block ${treeHeight} (the stored tree's), more than a replay takes (${tree.batchChangesMax}), which flushes never leave; run \`citychain verify\``,
+      `${changes.size} keys changed after block ${treeHeight} (the stored tree's): more than one replay takes (${tree.batchChangesMax}) and more than flushing ever leaves, so the tree height or the state rows' heights were altered; run \`citychain verify\``,
     );
   }
   const batch = tree.applyBatch(stateTreeChanges(changes));
