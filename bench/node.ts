@@ -4,7 +4,7 @@ import { utf8 } from "../src/core/encoding.ts";
 import type { CitychainClient } from "../src/sdk/client.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { createProcessNetwork } from "../test/e2e/process-net.ts";
-import { describeLoad, measure, percentile } from "./common.ts";
+import { describeLoad, measure, p256VerifyRate, percentile } from "./common.ts";
 import { describeTimeline, readTimeline } from "./timeline.ts";
 
 const { values: args } = parseArgs({
@@ -114,7 +114,8 @@ async function gossipCopies(perNode: CitychainClient[]) {
 
 async function main() {
   process.stdout.write(
-    `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"})\n`,
+    `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}); ` +
+      `machine yardstick: ${p256VerifyRate()} P-256 verifications/s on one thread\n`,
   );
   // The nodes inherit the environment; at debug level they log each consensus step (bench/timeline.ts).
   if (args.timeline) process.env.CITYCHAIN_LOG_LEVEL = "debug";
@@ -264,6 +265,7 @@ async function main() {
       process.stdout.write(`latency phase timeline: ${describeTimeline(heights).join("\n")}\n`);
     }
 
+    if (proofReads === 0) return;
     // Proof reads: signed GET /v1/state over several connections, each answer verified by the client?
     // No: verification would measure the client. The node's rate is what is asked; answers are checked for shape.
     const keys = Array.from({ length: 1000 }, (_, i) => `kv/tax/bench/sat/0/${i}`);
@@ -287,6 +289,9 @@ async function main() {
         ` (bad answers ${reads.result}); ${describeLoad(reads)}\n`,
     );
   } finally {
+    process.stdout.write(
+      `machine yardstick after: ${p256VerifyRate()} P-256 verifications/s on one thread\n`,
+    );
     await net.close();
   }
 }
