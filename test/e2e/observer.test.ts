@@ -46,7 +46,16 @@ test("an observer joining late catches up, follows new blocks, serves proofs and
       `observer signed block ${h}`,
     );
   }
-  // A transaction sent to the observer is gossiped to the validators and committed.
+  // A transaction sent to the observer is gossiped to the validators and committed. The observer
+  // offers it to the peers it is connected to then, so first wait until all three links are up (it
+  // has just caught up; a link still being dialled would miss the offer).
+  const linked = Date.now() + 30_000;
+  for (;;) {
+    const peers = ((await observer.status()).network as { peers: Array<{ role: string }> }).peers;
+    if (peers.filter((p) => p.role === "validator").length === 3) break;
+    assert.ok(Date.now() < linked, "the observer connects to the three validators");
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const viaObserver = await (await net.client("market.officer", 3)).send("kv.put", {
     key: "from-observer",
     value: utf8("ok"),
