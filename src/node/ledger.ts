@@ -87,16 +87,7 @@ export function replayTreeChanges(
   }
   const latest = store.latestHeight();
   if (treeHeight === latest) return;
-  const changes = store.stateChangesAfterTree();
-  if (changes.size > tree.batchChangesMax) {
-    // A flush comes at least every treeFlushBlocks blocks and before the held nodes pass their byte
-    // limit, far below this: the tree height or the rows' heights were altered.
-    throw new CodedError(
-      "STORAGE_CORRUPT",
-      `${changes.size} keys changed after block ${treeHeight} (the stored tree's): more than one replay takes (${tree.batchChangesMax}) and more than flushing ever leaves, so the tree height or the state rows' heights were altered; run \`citychain verify\``,
-    );
-  }
-  const batch = tree.applyBatch(stateTreeChanges(changes));
+  const batch = tree.applyBatch(stateTreeChanges(store.stateChangesAfterTree(tree.batchChangesMax)));
   const latestRoot = stateRootAt(latest);
   if (latestRoot === undefined || !bytesEqual(batch.root, latestRoot)) {
     throw new CodedError(
@@ -138,14 +129,10 @@ export class Ledger {
   readonly tree: SparseMerkleTree;
   readonly state: CachedState;
   /**
-   * The proposer priorities the store records for the next height (meta `validatorSet`), read once
-   * and then kept by each commit, so a height does not read and decode them twice (undefined: not
-   * read yet; null: none stored).
+   * The proposer priorities the store records for the next height (meta `validatorSet`), read at
+   * open and then kept by each commit, so a height does not read and decode them twice.
    */
-  private storedPriorities:
-    | { readonly forHeight: number; readonly priorities: readonly number[] }
-    | null
-    | undefined;
+  private storedPriorities: StoredPriorities | null;
   private latestBlock: Block;
   /** Every validator list the chain has had, by the height it took effect, oldest first (empty: never changed). */
   private validatorHistory: Array<{ readonly height: number; readonly validators: readonly Validator[] }>;
@@ -162,6 +149,8 @@ export class Ledger {
       throw new CodedError("NOT_FOUND", "the store has no genesis block; run `citychain node init`");
     this.latestBlock = this.blockAt(height)!;
     replayTreeChanges(store, this.tree, (h) => this.blockAt(h)?.header.stateRoot);
+    const priorities = store.getMeta(validatorSetMetaKey);
+    this.storedPriorities = priorities === undefined ? null : decodePriorities(priorities);
     this.validatorHistory = store.metaWithPrefix(validatorHistoryPrefix).map((row) => ({
       height: Number(row.key.slice(validatorHistoryPrefix.length)),
       validators: decodeValidators(row.value),
@@ -247,14 +236,6 @@ export class Ledger {
    */
   validatorSetAt(height: number): ValidatorSet {
     const validators = this.votersAt(height);
-    if (this.storedPriorities === undefined) {
-      const stored = this.store.getMeta(validatorSetMetaKey);
-      if (stored === undefined) this.storedPriorities = null;
-      else {
-        const [forHeight, priorities] = decodeCanonical(stored, 1024 * 1024) as [number, number[]];
-        this.storedPriorities = { forHeight, priorities };
-      }
-    }
     const stored = this.storedPriorities;
     if (stored !== null && stored.forHeight === height && stored.priorities.length === validators.length)
       return { validators, priorities: stored.priorities.slice() };
@@ -479,7 +460,7 @@ export class Ledger {
       change === null
         ? nextHeightValidatorSet(voting)
         : carryPriorities(nextHeightValidatorSet(voting), change);
-    const nextPriorities = { forHeight: height + 1, priorities: next.priorities.slice() };
+    const nextPriorities: StoredPriorities = { forHeight: height + 1, priorities: next.priorities };
     meta.set(validatorSetMetaKey, encodePriorities(nextPriorities.forHeight, nextPriorities.priorities));
     if (change !== null) {
       // The set before the first change is recorded too, so every height's voters stay known.
@@ -570,8 +551,18 @@ export function txBytesKey(bytes: Uint8Array): string {
   return nodeHash("sha256", bytes, "base64");
 }
 
+interface StoredPriorities {
+  readonly forHeight: number;
+  readonly priorities: readonly number[];
+}
+
 function encodePriorities(height: number, priorities: readonly number[]): Uint8Array {
   return encodeCanonical([height, priorities as number[]]);
+}
+
+function decodePriorities(bytes: Uint8Array): StoredPriorities {
+  const [forHeight, priorities] = decodeCanonical(bytes, 1024 * 1024) as [number, number[]];
+  return { forHeight, priorities };
 }
 
 function invalid(message: string, field?: string): CodedError {

@@ -8,11 +8,12 @@ import path from "node:path";
 import type { FastifyInstance } from "fastify";
 import { buildApi, defaultApiOptions } from "../api/server.ts";
 import { type PassphraseSource, readPrivateKey, resolvePassphrase } from "../ca/keys.ts";
+import { validatorIdOf } from "../core/block.ts";
 import { defaultMachineOptions } from "../core/consensus/machine.ts";
 import { CodedError } from "../core/errors.ts";
 import { keyNodeDefaults, LicenseKeyNode } from "../license/key-node.ts";
 import type { Logger } from "../p2p/ports.ts";
-import { ChainStore, chainStoreDefaults } from "../storage/chain-store.ts";
+import { ChainStore, type ChainStoreOptions, chainStoreDefaults } from "../storage/chain-store.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { nodeFiles, readNodeConfig } from "./config.ts";
 import { NodeSignatureVerifier, NodeSigner } from "./crypto-node.ts";
@@ -41,21 +42,21 @@ export interface StartNodeOptions {
 }
 
 /**
- * The height phase of this node's state-tree flushes (ChainStoreOptions.treeFlushPhase), from its
- * certificate: nodes of one network flush at different heights, as far as 32 phases allow.
+ * The height phase of a node's state-tree flushes (ChainStoreOptions.treeFlushPhase), from its
+ * validator id (a hash of its key): nodes of one network flush at different heights, as far as 32
+ * phases allow.
  */
-function treeFlushPhaseOf(dir: string): number {
-  const certPath = path.join(dir, nodeFiles.cert);
-  if (!fs.existsSync(certPath)) return chainStoreDefaults.treeFlushPhase;
-  return (
-    createHash("sha256").update(fs.readFileSync(certPath)).digest().readUInt32BE(0) %
-    chainStoreDefaults.treeFlushBlocks
-  );
+function treeFlushPhaseOf(validatorId: Uint8Array): number {
+  return Buffer.from(validatorId).readUInt32BE(0) % chainStoreDefaults.treeFlushBlocks;
 }
 
 /** Creates the ledger from genesis.json when the folder has none yet. */
-export function openLedger(dir: string, verifier = new NodeSignatureVerifier()): Ledger {
-  const store = ChainStore.open(dir, { treeFlushPhase: treeFlushPhaseOf(dir) });
+export function openLedger(
+  dir: string,
+  verifier = new NodeSignatureVerifier(),
+  storeOptions: ChainStoreOptions = {},
+): Ledger {
+  const store = ChainStore.open(dir, storeOptions);
   try {
     if (store.latestHeight() < 0) {
       const genesisPath = path.join(dir, nodeFiles.genesis);
@@ -83,14 +84,16 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       workers: config.verifyWorkers === 0 ? defaultVerifyWorkers() : config.verifyWorkers,
     }),
   );
+  const signer = new NodeSigner(privateKey);
   let ledger: Ledger;
   try {
-    ledger = openLedger(dir, verifier);
+    ledger = openLedger(dir, verifier, {
+      treeFlushPhase: treeFlushPhaseOf(validatorIdOf(signer.publicKeySpki)),
+    });
   } catch (error) {
     await verifier.close();
     throw error;
   }
-  const signer = new NodeSigner(privateKey);
   const node = new ChainNode(ledger, signer, clock, {
     ...defaultNodeOptions,
     production: config.p2p === null ? "solo" : "consensus",

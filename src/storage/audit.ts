@@ -209,13 +209,14 @@ function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null,
   }
   if (!bytesEqual(stored.root, rootAtTreeHeight))
     fail({ height: treeHeight, what: "stored state tree nodes were altered" });
-  const changes = store.stateChangesAfterTree();
   const carrier = new SparseMerkleTree(nodes);
-  if (changes.size > carrier.batchChangesMax)
-    fail({
-      height: treeHeight,
-      what: `${changes.size} keys changed since the stored tree's height, more than flushes ever leave (the tree height or the state rows' heights were altered)`,
-    });
+  let changes: Map<string, Uint8Array | null>;
+  try {
+    changes = store.stateChangesAfterTree(carrier.batchChangesMax);
+  } catch (error) {
+    if (!(error instanceof CodedError)) throw error;
+    return fail({ height: treeHeight, what: error.message });
+  }
   const carried = carrier.applyBatch(stateTreeChanges(changes));
   if (!bytesEqual(carried.root, latestRoot))
     fail({

@@ -416,14 +416,27 @@ export class ChainStore {
    * go first, so a key deleted and written again since ends with its current value. Reads the
    * whole state table (state rows are not indexed by height): a restart after a crash and
    * `citychain verify` are its only callers.
+   *
+   * At most `keysMax` keys (the tree's batch limit): flushes come every treeFlushBlocks blocks and
+   * before the held nodes pass their byte limit, far below it, so more means the tree height or
+   * the rows' heights were altered, and the read stops with STORAGE_CORRUPT rather than gather them.
    */
-  stateChangesAfterTree(): Map<string, Uint8Array | null> {
+  stateChangesAfterTree(keysMax: number): Map<string, Uint8Array | null> {
     const changes = new Map<string, Uint8Array | null>();
-    for (const row of this.deletions?.after.all(this.treeHeightCache) ?? []) changes.set(row.key, null);
+    const add = (key: string, value: Uint8Array | null) => {
+      changes.set(key, value);
+      if (changes.size > keysMax) {
+        throw new CodedError(
+          "STORAGE_CORRUPT",
+          `more than ${keysMax} keys changed after block ${this.treeHeightCache} (the stored tree's): more than one replay takes and more than flushing ever leaves, so the tree height or the state rows' heights were altered; run \`citychain verify\``,
+        );
+      }
+    };
+    for (const row of this.deletions?.after.iterate(this.treeHeightCache) ?? []) add(row.key, null);
     const written = this.db.prepare<[number], { key: string; value: Buffer }>(
       "SELECT key, value FROM state WHERE height > ?",
     );
-    for (const row of written.iterate(this.treeHeightCache)) changes.set(row.key, row.value);
+    for (const row of written.iterate(this.treeHeightCache)) add(row.key, row.value);
     return changes;
   }
 

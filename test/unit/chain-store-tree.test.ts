@@ -10,7 +10,13 @@ import os from "node:os";
 import path from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { utf8 } from "../../src/core/encoding.ts";
-import { auditSmtStore, SparseMerkleTree, smtNodeKeyToHex, smtSha256 } from "../../src/core/smt.ts";
+import {
+  auditSmtStore,
+  SparseMerkleTree,
+  smtDefaults,
+  smtNodeKeyToHex,
+  smtSha256,
+} from "../../src/core/smt.ts";
 import { replayTreeChanges } from "../../src/node/ledger.ts";
 import { ChainStore, type ChainStoreOptions } from "../../src/storage/chain-store.ts";
 import { commitWrites } from "../helpers/chain-blocks.ts";
@@ -84,7 +90,10 @@ function commitFailing(s: ReturnType<typeof open>): void {
 
 /** The store's changes since its tree's flush, as a list in its order. */
 function changesOf(store: ChainStore): Array<{ key: string; value: Uint8Array | null }> {
-  return [...store.stateChangesAfterTree()].map(([key, value]) => ({ key, value }));
+  return [...store.stateChangesAfterTree(smtDefaults.batchChangesMax)].map(([key, value]) => ({
+    key,
+    value,
+  }));
 }
 
 /** Simulates kill -9: the database handle goes away without the store's close (no flush). */
@@ -266,11 +275,11 @@ describe("state tree flushes", () => {
       { get: (k) => again.store.treeNode(smtNodeKeyToHex(k)) },
       { batchChangesMax: 40 },
     );
-    assert.equal(again.store.stateChangesAfterTree().size, 43);
+    assert.equal(again.store.stateChangesAfterTree(smtDefaults.batchChangesMax).size, 43);
     assert.throws(
       () => replayTreeChanges(again.store, small, (h) => s.roots.get(h)),
       (error: { code?: string; message: string }) =>
-        error.code === "STORAGE_CORRUPT" && /43 keys changed after block 4/.test(error.message),
+        error.code === "STORAGE_CORRUPT" && /more than 40 keys changed after block 4/.test(error.message),
     );
     assert.equal(again.store.treeHeight(), 4, "nothing written");
     again.store.close();
