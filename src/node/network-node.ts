@@ -159,8 +159,8 @@ export interface NetworkStatus {
   /** Where this node's consensus is, or null while it is catching up or idle between heights. */
   readonly consensus: { readonly height: number; readonly round: number; readonly step: string } | null;
   /**
-   * `consensus.*`: the current consensus driver's counters (they restart with the driver after
-   * catch-up); `gossip.*`: transaction gossip's, since the node started.
+   * Since the node started: `consensus.*`, summed over its consensus drivers (catch-up replaces the
+   * driver); `sync.*`, catch-up's; `gossip.*`, transaction gossip's.
    */
   readonly counters: Readonly<Record<string, number>>;
 }
@@ -178,6 +178,9 @@ export class NetworkNode {
   private lastSyncPeer: string | null = null;
   private syncTimer: NodeJS.Timeout | null = null;
   private graceTimer: NodeJS.Timeout | null = null;
+  /** The counters of the drivers catch-up replaced, so `consensus.*` never goes back. */
+  private readonly retiredCounters: Record<string, number> = {};
+  private readonly syncCounters = { started: 0, requests: 0, applied: 0, refused: 0, timeouts: 0 };
   private readonly reportedEvidence = new Set<string>();
   private readonly heldMessages: Array<{ readonly from: string; readonly wire: Uint8Array }> = [];
   private readonly distrustedUntil = new Map<string, number>();
@@ -307,13 +310,15 @@ export class NetworkNode {
   }
 
   /**
-   * For `GET /v1/status`: the peers (no addresses), where consensus is, and the counters of the
-   * current consensus driver (since it last started) and of transaction gossip (since the node did).
+   * For `GET /v1/status`: the peers (no addresses), where consensus is, and the counters of
+   * consensus, catch-up and transaction gossip since the node started.
    */
   status(): NetworkStatus {
     const view = this.node.syncing ? null : this.driver.view();
     const counters: Record<string, number> = {};
-    for (const [key, value] of Object.entries(this.driver.counters)) counters[`consensus.${key}`] = value;
+    for (const [key, value] of Object.entries(this.driver.counters))
+      counters[`consensus.${key}`] = (this.retiredCounters[key] ?? 0) + value;
+    for (const [key, value] of Object.entries(this.syncCounters)) counters[`sync.${key}`] = value;
     for (const [key, value] of Object.entries(this.gossip.stats)) counters[`gossip.${key}`] = value;
     return {
       validator: this.isValidator(),
@@ -435,6 +440,8 @@ export class NetworkNode {
     const held = [...this.driver.handOver(), ...this.heldMessages.splice(0, this.heldMessages.length)];
     this.heldBytes = 0;
     this.driver.stop();
+    for (const [key, value] of Object.entries(this.driver.counters))
+      this.retiredCounters[key] = (this.retiredCounters[key] ?? 0) + value;
     this.driver = this.makeDriver();
     this.driver.start();
     for (const { from, wire } of held) this.driver.receive(from, wire);
@@ -486,6 +493,7 @@ export class NetworkNode {
     }
     if (!this.node.syncing) {
       this.node.syncing = true;
+      this.syncCounters.started++;
       this.driver.stop();
       this.options.logger?.info({ height: next, target: targetHeight }, "catch-up: started");
     }
@@ -495,6 +503,7 @@ export class NetworkNode {
     );
     this.syncPeer = peer.nodeId;
     this.lastSyncPeer = peer.nodeId;
+    this.syncCounters.requests++;
     this.network.send(peer.nodeId, { type: "block-request", height: next });
     this.syncTimer = setTimeout(() => {
       this.options.logger?.warn(
@@ -502,6 +511,7 @@ export class NetworkNode {
         "catch-up: a peer that claimed the block did not send it; its claims are ignored for a while",
       );
       this.distrust(peer.nodeId);
+      this.syncCounters.timeouts++;
       this.syncTimer = null;
       this.syncPeer = null;
       this.continueCatchUp();
@@ -568,6 +578,7 @@ export class NetworkNode {
     if (height === this.ledger.height() + 1) {
       try {
         this.applyBlock(height, blockBytes, commitBytes);
+        this.syncCounters.applied++;
         this.options.logger?.debug({ height }, "catch-up: block applied");
       } catch (error) {
         // This node's own failures stop it (a broken invariant, a store it cannot trust); the
@@ -577,6 +588,7 @@ export class NetworkNode {
           (error.code === "INVARIANT_BROKEN" || error.code === "STORAGE_CORRUPT")
         )
           throw error;
+        this.syncCounters.refused++;
         this.options.logger?.warn(
           { height, peer, reason: (error as Error).message },
           "catch-up block refused",

@@ -72,6 +72,10 @@ test("an observer joining late catches up, follows new blocks, serves proofs and
   const observerNet = (await observer.status()).network as Net;
   assert.equal(observerNet.validator, false);
   assert.deepEqual(observerNet.peers.map((p) => p.role).sort(), ["validator", "validator", "validator"]);
+  // It joined five blocks late: it fetched them (catch-up), then followed consensus.
+  const c = observerNet.counters;
+  assert.ok(c["sync.started"]! >= 1 && c["sync.applied"]! >= 5, JSON.stringify(c));
+  assert.equal(c["sync.refused"], 0);
   const validatorNet = (await writer.status()).network as Net;
   assert.equal(validatorNet.validator, true);
   assert.deepEqual(validatorNet.peers.map((p) => p.role).sort(), ["observer", "validator", "validator"]);

@@ -50,10 +50,18 @@ async function commitVia(via: number, key: string, timeoutMs = 30_000) {
   return Promise.race([sent, timeout]);
 }
 
+/** A node's height, and how many heights it decided in consensus or fetched, since it started. */
+async function heightsFollowed(client: CitychainClient): Promise<{ height: number; count: number }> {
+  const status = await client.status();
+  const counters = (status.network as { counters: Record<string, number> }).counters;
+  return { height: status.height, count: counters["consensus.decided"]! + counters["sync.applied"]! };
+}
+
 test("a validator joins and another leaves while the chain runs", async () => {
   await commitVia(0, "before/0");
   const newcomer = await net.client("infocenter.auditor", 4);
   const newcomerId = (await newcomer.status()).validatorId;
+  const followed = await heightsFollowed(newcomer);
   const firstId = String((await (await net.client("infocenter.auditor", 0)).status()).validatorId);
 
   const admin = await net.client("infocenter.admin", 1);
@@ -90,6 +98,12 @@ test("a validator joins and another leaves while the chain runs", async () => {
     if (block.commit!.signatures.some((s) => s.validatorId === newcomerId)) signedByNewcomer++;
   }
   assert.ok(signedByNewcomer > 0, "the new validator's signatures appear in commits");
+  // Joining restarted node4's consensus driver; its counters went on from the old driver's.
+  const joined = await heightsFollowed(newcomer);
+  assert.ok(
+    joined.count - followed.count >= joined.height - followed.height,
+    `node4 decided or fetched ${joined.count - followed.count} of the ${joined.height - followed.height} heights`,
+  );
 
   // One of the original four goes down: 30 of 50 without node4 is no quorum, 40 with it is.
   await net.kill9(0);
