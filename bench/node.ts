@@ -100,16 +100,29 @@ async function heightsPastRoundZero(client: CitychainClient, from: number, to: n
 }
 
 /** Transaction copies the nodes sent each other and those a node already had, summed (`GET /v1/status`). */
-async function gossipCopies(perNode: CitychainClient[]) {
-  let forwarded = 0;
-  let duplicates = 0;
+/** The nodes' counters summed (docs/api.md), through one client on each node. */
+async function nodeCounters(perNode: CitychainClient[]): Promise<Record<string, number>> {
+  const sum: Record<string, number> = {};
   for (const client of perNode) {
     const status = (await client.status()) as { network?: { counters?: Record<string, number> } | null };
-    const counters = status.network?.counters ?? {};
-    forwarded += counters["gossip.forwardedTxs"] ?? 0;
-    duplicates += counters["gossip.duplicates"] ?? 0;
+    for (const [key, value] of Object.entries(status.network?.counters ?? {}))
+      sum[key] = (sum[key] ?? 0) + value;
   }
-  return { forwarded, duplicates };
+  return sum;
+}
+
+/** What transaction gossip and catch-up did between two `nodeCounters` readings, per committed tx. */
+function describeGossip(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  committed: number,
+): string {
+  const per = (key: string) => (((after[key] ?? 0) - (before[key] ?? 0)) / committed).toFixed(2);
+  const count = (key: string) => (after[key] ?? 0) - (before[key] ?? 0);
+  return (
+    `gossip: ${per("gossip.forwardedTxs")} copies sent per tx, ${per("gossip.duplicates")} received twice,` +
+    ` ${per("gossip.relayed")} relayed; catch-ups ${count("sync.started")}`
+  );
 }
 
 async function main() {
@@ -164,7 +177,7 @@ async function main() {
     const heightBeforeSaturation = (await roundProbe.status()).height;
     // Every node's counters, through a sender on each (senders are spread over the nodes).
     const countGossip = nodeCount > 1 && senderCount >= nodeCount;
-    const gossipBefore = countGossip ? await gossipCopies(clients.slice(0, nodeCount)) : null;
+    const gossipBefore = countGossip ? await nodeCounters(clients.slice(0, nodeCount)) : null;
     const sat = await measure(pid, async () => {
       let next = 0;
       let refused = 0;
@@ -186,7 +199,7 @@ async function main() {
         ? await heightsPastRoundZero(roundProbe, heightBeforeSaturation, heightAfterSaturation)
         : null;
     const tps = committed / sat.seconds;
-    const gossipAfter = countGossip ? await gossipCopies(clients.slice(0, nodeCount)) : null;
+    const gossipAfter = countGossip ? await nodeCounters(clients.slice(0, nodeCount)) : null;
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
@@ -196,8 +209,7 @@ async function main() {
           ? ""
           : `; heights decided after round 0: ${satRounds.late} of ${satRounds.heights}`) +
         (gossipBefore !== null && gossipAfter !== null
-          ? `; gossip: ${((gossipAfter.forwarded - gossipBefore.forwarded) / committed).toFixed(2)} copies sent per tx,` +
-            ` ${((gossipAfter.duplicates - gossipBefore.duplicates) / committed).toFixed(2)} received twice`
+          ? `; ${describeGossip(gossipBefore, gossipAfter, committed)}`
           : "") +
         "\n",
     );
@@ -213,6 +225,7 @@ async function main() {
     const bySecond: number[][] = [];
     if (seconds === 0) return;
     const heightBeforeLatency = (await roundProbe.status()).height;
+    const latencyCountersBefore = countGossip ? await nodeCounters(clients.slice(0, nodeCount)) : null;
     const latencyStartMs = Date.now();
     const lat = await measure(pid, async () => {
       const inflight: Promise<void>[] = [];
@@ -240,17 +253,21 @@ async function main() {
       await Promise.all(inflight);
     });
     const latencies = bySecond.flat().sort((a, b) => a - b);
+    const heightAfterLatency = (await roundProbe.status()).height;
     const latRounds =
-      nodeCount > 1
-        ? await heightsPastRoundZero(roundProbe, heightBeforeLatency, (await roundProbe.status()).height)
-        : null;
+      nodeCount > 1 ? await heightsPastRoundZero(roundProbe, heightBeforeLatency, heightAfterLatency) : null;
+    const latencyCountersAfter = countGossip ? await nodeCounters(clients.slice(0, nodeCount)) : null;
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` ${describeLoad(lat)}` +
+        ` ${describeLoad(lat)} (${((lat.nodeCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)} CPU µs per tx)` +
+        `; ${heightAfterLatency - heightBeforeLatency} heights in ${lat.seconds.toFixed(1)} s` +
         (latRounds === null
           ? ""
           : `; heights decided after round 0: ${latRounds.late} of ${latRounds.heights}`) +
+        (latencyCountersBefore !== null && latencyCountersAfter !== null
+          ? `; ${describeGossip(latencyCountersBefore, latencyCountersAfter, Math.max(1, latencies.length))}`
+          : "") +
         "\n",
     );
     if (args["latency-by-second"]) {
