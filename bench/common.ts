@@ -33,7 +33,22 @@ export function cpuTimes(): { busy: number; total: number } {
 
 export function processCpuMs(pids: number | readonly number[]): number {
   if (typeof pids !== "number") return pids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
-  const fields = fs.readFileSync(`/proc/${pids}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return statCpuMs(`/proc/${pids}/stat`);
+}
+
+/**
+ * CPU of the processes' main threads only (the thread whose id is the process's): in a node that is
+ * the event loop, where consensus, execution, storage and the API run; the rest of a process's CPU
+ * is its signature-verifying workers, libuv's pool and V8's own threads.
+ */
+export function mainThreadCpuMs(pids: number | readonly number[]): number {
+  if (typeof pids !== "number") return pids.reduce((sum, pid) => sum + mainThreadCpuMs(pid), 0);
+  return statCpuMs(`/proc/${pids}/task/${pids}/stat`);
+}
+
+/** utime + stime of a /proc stat file, in ms (clock ticks of 10 ms). */
+function statCpuMs(file: string): number {
+  const fields = fs.readFileSync(file, "utf8").split(") ")[1]!.split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]);
   return (ticks * 1000) / 100;
 }
@@ -49,6 +64,8 @@ export interface Measured<T> {
   readonly machineBusy: number;
   /** Cores the measured processes used. */
   readonly nodeCores: number;
+  /** Of those, their main threads' (mainThreadCpuMs). */
+  readonly mainThreadCores: number;
   /** Cores this process (the load generator) used. */
   readonly loadgenCores: number;
 }
@@ -59,6 +76,7 @@ export async function measure<T>(
 ): Promise<Measured<T>> {
   const c0 = cpuTimes();
   const n0 = processCpuMs(pids);
+  const m0 = mainThreadCpuMs(pids);
   const s0 = process.cpuUsage();
   const t0 = performance.now();
   const result = await run();
@@ -70,12 +88,16 @@ export async function measure<T>(
     seconds,
     machineBusy: (c1.busy - c0.busy) / (c1.total - c0.total),
     nodeCores: (processCpuMs(pids) - n0) / 1000 / seconds,
+    mainThreadCores: (mainThreadCpuMs(pids) - m0) / 1000 / seconds,
     loadgenCores: (s1.user + s1.system) / 1e6 / seconds,
   };
 }
 
 export function describeLoad(m: Measured<unknown>): string {
-  return `machine busy ${(m.machineBusy * 100).toFixed(0)}%, node ${m.nodeCores.toFixed(2)} cores, load generator ${m.loadgenCores.toFixed(2)} cores`;
+  return (
+    `machine busy ${(m.machineBusy * 100).toFixed(0)}%, node ${m.nodeCores.toFixed(2)} cores` +
+    ` (main threads ${m.mainThreadCores.toFixed(2)}), load generator ${m.loadgenCores.toFixed(2)} cores`
+  );
 }
 
 /** Runs `worker` on `lanes` concurrent lanes until `next()` returns undefined. */

@@ -203,7 +203,8 @@ async function main() {
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
-        ` nodes ${sat.nodeCores.toFixed(2)} cores (${((sat.nodeCores * sat.seconds * 1e6) / committed).toFixed(0)} CPU µs per tx),` +
+        ` nodes ${sat.nodeCores.toFixed(2)} cores (${((sat.nodeCores * sat.seconds * 1e6) / committed).toFixed(0)} CPU µs per tx,` +
+        ` main threads ${((sat.mainThreadCores * sat.seconds * 1e6) / committed).toFixed(0)}),` +
         ` load generator ${sat.loadgenCores.toFixed(2)} cores; connection resets retried: ${connectionResets}` +
         (satRounds === null
           ? ""
@@ -260,7 +261,8 @@ async function main() {
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` ${describeLoad(lat)} (${((lat.nodeCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)} CPU µs per tx)` +
+        ` ${describeLoad(lat)} (${((lat.nodeCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)} CPU µs per tx,` +
+        ` main threads ${((lat.mainThreadCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)})` +
         `; ${heightAfterLatency - heightBeforeLatency} heights in ${lat.seconds.toFixed(1)} s` +
         (latRounds === null
           ? ""
