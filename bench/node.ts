@@ -20,6 +20,8 @@ const { values: args } = parseArgs({
     "timeout-commit-ms": { type: "string" },
     /** Offered rate of the latency phase; default half the measured saturation rate. */
     rate: { type: "string" },
+    /** The latency phase sends one request every this many ms (rate × tick / 1000 transactions each). */
+    "tick-ms": { type: "string", default: "10" },
     /** Length of the latency phase; 0 skips it (e.g. to profile saturation alone). */
     "latency-seconds": { type: "string", default: "10" },
     /** Nodes log their consensus steps (log level debug) and the latency phase's heights are broken down. */
@@ -215,12 +217,18 @@ async function main() {
         "\n",
     );
 
-    // Latency at half the saturated rate: open loop, one small batch every 10 ms, each tx timed
+    // Latency at half the saturated rate: open loop, one small batch every tick (10 ms), each tx timed
     // from its batch's send to the node's commit answer.
     const rate = args.rate === undefined ? Math.max(100, Math.floor(tps / 2)) : Number(args.rate);
     const seconds = Number(args["latency-seconds"]);
-    const perTick = Math.max(1, Math.round(rate / 100));
-    const latencyTxs = await presign(clients, chainId, perTick * 100 * seconds, "lat");
+    const tickMs = Number(args["tick-ms"]);
+    const perTick = Math.max(1, Math.round((rate * tickMs) / 1000));
+    const latencyTxs = await presign(
+      clients,
+      chainId,
+      Math.round((perTick * 1000 * seconds) / tickMs),
+      "lat",
+    );
     const flat = latencyTxs.flatMap((list, s) => list.map((bytes) => ({ client: clients[s]!, bytes })));
     /** Latencies by the second (from the phase's start) in which their batch was sent. */
     const bySecond: number[][] = [];
@@ -232,7 +240,7 @@ async function main() {
       const inflight: Promise<void>[] = [];
       const start = performance.now();
       for (let tick = 0; tick * perTick < flat.length; tick++) {
-        const due = start + tick * 10;
+        const due = start + tick * tickMs;
         const wait = due - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         const slice = flat.slice(tick * perTick, (tick + 1) * perTick);
@@ -259,7 +267,7 @@ async function main() {
       nodeCount > 1 ? await heightsPastRoundZero(roundProbe, heightBeforeLatency, heightAfterLatency) : null;
     const latencyCountersAfter = countGossip ? await nodeCounters(clients.slice(0, nodeCount)) : null;
     process.stdout.write(
-      `latency at ${rate} tx/s offered (${perTick} txs per 10 ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
+      `latency at ${rate} tx/s offered (${perTick} txs per ${tickMs} ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
         ` ${describeLoad(lat)} (${((lat.nodeCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)} CPU µs per tx,` +
         ` main threads ${((lat.mainThreadCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)})` +
