@@ -13,7 +13,8 @@
  *  - build: the proposer executes its candidates and seals the block (state tree, roots);
  *  - check: the replica re-executes the block and compares every root (`Ledger.checkBlock`);
  *  - commit: the replica stores it (`Ledger.commit`: one SQLite transaction with fsync) and
- *    answers its mempool (`afterCommit`).
+ *    answers its mempool (`afterCommit`); also its CPU (the process's, whose workers are idle then),
+ *    so the difference is the wait for the disk.
  * Each phase is timed on the main thread, per transaction: build, check and commit by the clock
  * (they are synchronous: the thread's CPU plus fsync waits), admission by the event loop's active
  * time (it awaits the workers); admission also reports the process CPU (the workers' included).
@@ -113,7 +114,7 @@ async function main(): Promise<void> {
       await runBlock(proposer, replica, await sign(Math.min(1000, preload - done), true), signer);
     }
     for (const size of blockSizes) {
-      const totals = { admission: 0, admissionCpu: 0, build: 0, check: 0, commit: 0 };
+      const totals = { admission: 0, admissionCpu: 0, build: 0, check: 0, commit: 0, commitCpu: 0 };
       for (let b = 0; b < blocksPerSize; b++) {
         const times = await runBlock(proposer, replica, await sign(size, true), signer);
         for (const key of Object.keys(totals) as Array<keyof typeof totals>) totals[key] += times[key];
@@ -122,7 +123,8 @@ async function main(): Promise<void> {
       process.stdout.write(
         `blocks of ${size} (${blocksPerSize} blocks, µs per transaction on the main thread): ` +
           `admission ${per(totals.admission / 2)} (process CPU ${per(totals.admissionCpu / 2)}), ` +
-          `build ${per(totals.build)}, check ${per(totals.check)}, commit ${per(totals.commit)}; ` +
+          `build ${per(totals.build)}, check ${per(totals.check)}, commit ${per(totals.commit)} ` +
+          `(CPU ${per(totals.commitCpu)}, the rest is waiting for fsync); ` +
           `a replica's check + commit ${per(totals.check + totals.commit)}, with its admission ` +
           `${per(totals.check + totals.commit + totals.admission / 2)}\n`,
       );
@@ -165,8 +167,10 @@ async function runBlock(proposer: Side, replica: Side, txs: Uint8Array[], signer
   const commit = commitOf(built.block, signer, proposer.node.validatorId);
   const checked = replica.node.ledger.checkBlock(built.block);
   const t3 = performance.now();
+  const commitCpu0 = process.cpuUsage();
   replica.node.ledger.commit(checked, commit);
   replica.node.afterCommit(checked, commit);
+  const commitCpu = process.cpuUsage(commitCpu0);
   const t4 = performance.now();
   ledger.commit(built, commit);
   proposer.node.afterCommit(built, commit);
@@ -177,6 +181,7 @@ async function runBlock(proposer: Side, replica: Side, txs: Uint8Array[], signer
     build: t2 - t1,
     check: t3 - t2,
     commit: t4 - t3,
+    commitCpu: (commitCpu.user + commitCpu.system) / 1000,
   };
 }
 
