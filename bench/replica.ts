@@ -37,7 +37,7 @@ import { openLedger } from "../src/node/run.ts";
 import { defaultVerifyPoolOptions, defaultVerifyWorkers, VerifyPool } from "../src/node/verify-pool.ts";
 import { loadIdentity } from "../src/sdk/node.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
-import { p256VerifyRate } from "./common.ts";
+import { p256VerifyRate, percentile } from "./common.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -115,10 +115,13 @@ async function main(): Promise<void> {
     }
     for (const size of blockSizes) {
       const totals = { admission: 0, admissionCpu: 0, build: 0, check: 0, commit: 0, commitCpu: 0 };
+      const commits: number[] = [];
       for (let b = 0; b < blocksPerSize; b++) {
         const times = await runBlock(proposer, replica, await sign(size, true), signer);
         for (const key of Object.keys(totals) as Array<keyof typeof totals>) totals[key] += times[key];
+        commits.push(times.commit);
       }
+      commits.sort((x, y) => x - y);
       const per = (ms: number) => ((ms * 1000) / (size * blocksPerSize)).toFixed(1);
       process.stdout.write(
         `blocks of ${size} (${blocksPerSize} blocks, µs per transaction on the main thread): ` +
@@ -126,7 +129,9 @@ async function main(): Promise<void> {
           `build ${per(totals.build)}, check ${per(totals.check)}, commit ${per(totals.commit)} ` +
           `(CPU ${per(totals.commitCpu)}, the rest is waiting for fsync); ` +
           `a replica's check + commit ${per(totals.check + totals.commit)}, with its admission ` +
-          `${per(totals.check + totals.commit + totals.admission / 2)}\n`,
+          `${per(totals.check + totals.commit + totals.admission / 2)}; a block's commit: median ` +
+          `${percentile(commits, 50).toFixed(2)} ms, p99 ${percentile(commits, 99).toFixed(2)} ms, ` +
+          `longest ${commits[commits.length - 1]!.toFixed(2)} ms (WAL checkpoints and tree flushes)\n`,
       );
     }
   } finally {
