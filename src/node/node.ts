@@ -353,7 +353,8 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     this.emit("block", prepared.block);
   }
 
-  private signCommit(block: Block): Commit {
+  /** This node's precommit of `block` as a one-signature commit: a solo node's whole certificate. */
+  signCommit(block: Block): Commit {
     const bytes = voteSigningBytes(
       block.header.chainId,
       voteTypePrecommit,

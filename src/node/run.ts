@@ -108,18 +108,20 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
   const cert = new X509Certificate(certPem);
   const certDer = new Uint8Array(cert.raw);
   const ownDept = nodeX509.parse(certDer).dept;
+  const identity = { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") };
+  const keyPem = fs.readFileSync(path.join(dir, nodeFiles.key), "utf8");
   const keyNode = LicenseKeyNode.open(node, {
     ...keyNodeDefaults,
     dir,
     passphrase,
     departments: config.keyDepartments ?? [ownDept],
-    identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
+    identity,
     now: () => clock.now(),
   });
   const tls = config.api.tls
     ? {
         certPem: certPem,
-        keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
+        keyPem,
         passphrase,
       }
     : undefined;
@@ -139,7 +141,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     network = new NetworkNode(ledger, node, signer, clock, {
       tls: {
         certPem: certPem,
-        keyPem: fs.readFileSync(path.join(dir, nodeFiles.key), "utf8"),
+        keyPem,
         passphrase,
         caPems: [fs.readFileSync(path.join(dir, nodeFiles.caCert), "utf8")],
       },
@@ -148,7 +150,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       observer: p2p.observer,
       syncRequestTimeoutMs: 5000,
       syncGraceMs: 250,
-      identity: { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") },
+      identity,
       ...(options.log === undefined ? {} : { logger: options.log }),
       traceConsensus: config.logLevel === "debug",
       consensus: {

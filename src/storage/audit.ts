@@ -214,7 +214,7 @@ function checkStoredTree(store: ChainStore, rootAtTreeHeight: Uint8Array | null,
   try {
     changes = store.stateChangesAfterTree(carrier.batchChangesMax);
   } catch (error) {
-    if (!(error instanceof CodedError)) throw error;
+    if (!(error instanceof CodedError && error.code === "STORAGE_CORRUPT")) throw error;
     return fail({ height: treeHeight, what: error.message });
   }
   const carried = carrier.applyBatch(stateTreeChanges(changes));
