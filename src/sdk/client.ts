@@ -45,9 +45,22 @@ export interface ClientOptions {
    * proofs are checked against the set the node reports.
    */
   readonly trustedValidators?: readonly Validator[];
-  /** Send the certificate with every request (default true until the ledger knows it). */
+  /**
+   * Whether requests carry the certificate (X-Citychain-Cert, ~1 KB). Default: only while the
+   * node's ledger does not know it. Requests go without it; a 401 CERT_UNKNOWN (refused before
+   * anything is done, so nothing happens twice) is answered by sending the same request again, newly
+   * signed, with the certificate, which then goes with every request for `certificateResendMs`
+   * before the client tries without it again. true: always; false: never.
+   */
   readonly sendCertificate?: boolean;
 }
+
+/**
+ * After a node answered CERT_UNKNOWN, requests carry the certificate this long before one goes
+ * without it again: a certificate reaches the ledger with the identity's first committed
+ * transaction, and a client whose certificate never does pays one extra round trip a minute.
+ */
+export const certificateResendMs = 60_000;
 
 export interface TxStatusJson {
   txId: string;
@@ -75,6 +88,8 @@ export class CitychainClient {
   private chainIdCache: string | null = null;
   /** The last set reached by following validator changes, and the genesis set it started from. */
   private followed: { genesis: readonly Validator[]; trusted: TrustedValidatorSet } | null = null;
+  /** With the default sendCertificate, requests carry the certificate until this time (ms). */
+  private certificateUntilMs = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly options: ClientOptions) {
     this.fetchFn = options.fetch ?? (globalThis.fetch as unknown as FetchLike);
@@ -151,8 +166,25 @@ export class CitychainClient {
     path: string,
     body: unknown,
     extraHeaders: Record<string, string>,
-  ) {
+  ): ReturnType<FetchLike> {
     const bytes = body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(body));
+    const fixed = this.options.sendCertificate;
+    const withCertificate = fixed ?? this.now() < this.certificateUntilMs;
+    const response = await this.fetchOnce(method, path, bytes, extraHeaders, withCertificate);
+    if (fixed !== undefined || withCertificate || response.status !== 401) return response;
+    const text = await response.text();
+    if (errorCodeOf(text) !== "CERT_UNKNOWN") return { status: response.status, text: async () => text };
+    this.certificateUntilMs = this.now() + certificateResendMs;
+    return this.fetchOnce(method, path, bytes, extraHeaders, true);
+  }
+
+  private async fetchOnce(
+    method: "GET" | "POST",
+    path: string,
+    bytes: Uint8Array | undefined,
+    extraHeaders: Record<string, string>,
+    withCertificate: boolean,
+  ): ReturnType<FetchLike> {
     const { identity } = this.options;
     const headers = await signRequest({
       method,
@@ -160,7 +192,7 @@ export class CitychainClient {
       ...(bytes === undefined ? {} : { body: bytes }),
       signer: identity.signer,
       certId: identity.certId,
-      ...(this.options.sendCertificate === false ? {} : { certDer: identity.certDer }),
+      ...(withCertificate ? { certDer: identity.certDer } : {}),
       nowMs: this.now(),
     });
     if (bytes !== undefined) headers["content-type"] = "application/json";
@@ -285,5 +317,15 @@ export class CitychainClient {
   /** The raw /v1/state answer, unverified (for tools that verify later or elsewhere). */
   async stateRaw(key: string): Promise<StateResponse> {
     return (await this.request<StateResponse>("GET", `/v1/state?key=${encodeURIComponent(key)}`)).body;
+  }
+}
+
+/** The error code of a JSON error answer ({"error": {"code": …}}), or undefined. */
+function errorCodeOf(text: string): string | undefined {
+  try {
+    const code = (JSON.parse(text) as { error?: { code?: unknown } } | null)?.error?.code;
+    return typeof code === "string" ? code : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -1,0 +1,149 @@
+/**
+ * The SDK sends its certificate (X-Citychain-Cert) only while the node's ledger does not know it,
+ * against a real node over HTTPS: a new identity's request goes without it, is refused with
+ * CERT_UNKNOWN and is sent again, newly signed, with it; later requests carry it for
+ * certificateResendMs; once the identity's first transaction has put the certificate on the ledger,
+ * requests go without it and are never refused. sendCertificate true / false fix the choice.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { utf8 } from "../../src/core/encoding.ts";
+import { authHeaders } from "../../src/core/httpsig.ts";
+import { CitychainClient, certificateResendMs, type FetchLike } from "../../src/sdk/client.ts";
+import { CitychainError } from "../../src/sdk/errors.ts";
+import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
+
+let net: TestNetwork;
+
+before(async () => {
+  net = await startTestNetwork();
+});
+
+after(async () => {
+  await net?.close();
+});
+
+interface Sent {
+  readonly path: string;
+  readonly withCertificate: boolean;
+  readonly nonce: string;
+  readonly status: number;
+}
+
+/** The test network's fetch, recording each request's path, certificate header, nonce and status. */
+function recordingFetch(sent: Sent[]): FetchLike {
+  return async (url, init) => {
+    const response = await net.fetch(url, init);
+    sent.push({
+      path: new URL(url).pathname,
+      withCertificate: init.headers[authHeaders.cert] !== undefined,
+      nonce: /nonce="([^"]+)"/.exec(init.headers[authHeaders.signatureInput] ?? "")?.[1] ?? "",
+      status: response.status,
+    });
+    return response;
+  };
+}
+
+async function clientOf(
+  enrollmentId: string,
+  sent: Sent[],
+  options: { sendCertificate?: boolean; now?: () => number } = {},
+) {
+  return new CitychainClient({
+    url: net.url,
+    identity: await net.identityFor(enrollmentId),
+    fetch: recordingFetch(sent),
+    ...options,
+  });
+}
+
+describe("the certificate header, by default", () => {
+  it("is added after CERT_UNKNOWN, kept for certificateResendMs, and dropped once the ledger knows it", async () => {
+    const sent: Sent[] = [];
+    let clock = Date.now();
+    const client = await clientOf("civil.officer", sent, { now: () => clock });
+
+    // Unknown to the ledger: refused without the header, then answered with it.
+    const status = await client.status();
+    assert.equal(typeof status.height, "number");
+    assert.deepEqual(
+      sent.map((s) => [s.withCertificate, s.status]),
+      [
+        [false, 401],
+        [true, 200],
+      ],
+    );
+    assert.notEqual(sent[0]!.nonce, sent[1]!.nonce, "the request is signed again, with a new nonce");
+
+    // Within the resend window every request carries it: no second refusal.
+    sent.length = 0;
+    await client.status();
+    await client.send("kv.put", { key: "sdk-cert/1", value: utf8("x") });
+    assert.ok(sent.length >= 2);
+    assert.ok(
+      sent.every((s) => s.withCertificate && s.status < 400),
+      JSON.stringify(sent),
+    );
+
+    // The transaction above carried the certificate, so the ledger knows it now: after the window
+    // requests go without it and are answered.
+    clock += certificateResendMs + 1;
+    sent.length = 0;
+    await client.status();
+    await client.send("kv.put", { key: "sdk-cert/2", value: utf8("y") });
+    assert.ok(sent.length >= 2);
+    assert.ok(
+      sent.every((s) => !s.withCertificate && s.status < 400),
+      JSON.stringify(sent),
+    );
+  });
+
+  it("a refusal other than CERT_UNKNOWN is not sent again", async () => {
+    // A node whose clock is far off answers AUTH_CLOCK_SKEW: sending the certificate changes nothing.
+    let calls = 0;
+    const skewed: FetchLike = async () => {
+      calls++;
+      const text = JSON.stringify({ error: { code: "AUTH_CLOCK_SKEW", message: "created is too old" } });
+      return { status: 401, text: async () => text };
+    };
+    const client = new CitychainClient({
+      url: net.url,
+      identity: await net.identityFor("health.officer"),
+      fetch: skewed,
+    });
+    await assert.rejects(
+      client.status(),
+      (error: unknown) => error instanceof CitychainError && error.code === "AUTH_CLOCK_SKEW",
+    );
+    assert.equal(calls, 1);
+  });
+});
+
+describe("sendCertificate fixes the choice", () => {
+  it("true sends it with every request, even when the ledger knows it", async () => {
+    const sent: Sent[] = [];
+    const client = await clientOf("civil.officer", sent, { sendCertificate: true });
+    await client.status();
+    await client.status();
+    assert.deepEqual(
+      sent.map((s) => [s.withCertificate, s.status]),
+      [
+        [true, 200],
+        [true, 200],
+      ],
+    );
+  });
+
+  it("false never sends it: an identity the ledger does not know gets CERT_UNKNOWN", async () => {
+    const sent: Sent[] = [];
+    const client = await clientOf("land.officer", sent, { sendCertificate: false });
+    await assert.rejects(
+      client.status(),
+      (error: unknown) => error instanceof CitychainError && error.code === "CERT_UNKNOWN",
+    );
+    assert.deepEqual(
+      sent.map((s) => [s.withCertificate, s.status]),
+      [[false, 401]],
+    );
+  });
+});
