@@ -11,7 +11,7 @@ import swagger from "@fastify/swagger";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
-import { parseSignedRequest } from "../core/httpsig.ts";
+import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
 import { type Identity, resolveIdentity } from "../core/identity.ts";
 import { proofToJson } from "../core/smt-proof.ts";
 import { encodeValidators, stateKeys } from "../core/system-state.ts";
@@ -150,6 +150,7 @@ async function authenticate(
       throw new CodedError(
         "CERT_UNKNOWN",
         "certificate not known to the ledger: send it in X-Citychain-Cert",
+        authHeaders.cert,
       );
     }
   }

@@ -7,7 +7,7 @@
 import type { Validator } from "../core/block.ts";
 import type { Canonical } from "../core/encoding.ts";
 import { toBase64 } from "../core/encoding.ts";
-import { signRequest } from "../core/httpsig.ts";
+import { authHeaders, signRequest } from "../core/httpsig.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import { CitychainError } from "./errors.ts";
 import { type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
@@ -47,7 +47,7 @@ export interface ClientOptions {
   readonly trustedValidators?: readonly Validator[];
   /**
    * Whether requests carry the certificate (X-Citychain-Cert, ~1 KB). Default: only while the
-   * node's ledger does not know it. Requests go without it; a 401 CERT_UNKNOWN (refused before
+   * node's ledger does not know it. Requests go without it; a 401 CERT_UNKNOWN naming the header (refused before
    * anything is done, so nothing happens twice) is answered by sending the same request again, newly
    * signed, with the certificate, which then goes with every request for `certificateResendMs`
    * before the client tries without it again. true: always; false: never.
@@ -173,7 +173,8 @@ export class CitychainClient {
     const response = await this.fetchOnce(method, path, bytes, extraHeaders, withCertificate);
     if (fixed !== undefined || withCertificate || response.status !== 401) return response;
     const text = await response.text();
-    if (errorCodeOf(text) !== "CERT_UNKNOWN") return { status: response.status, text: async () => text };
+    // Only the request's own refusal: a transaction naming an unknown certificate is CERT_UNKNOWN too.
+    if (!isUnknownRequestCertificate(text)) return { status: response.status, text: async () => text };
     this.certificateUntilMs = this.now() + certificateResendMs;
     return this.fetchOnce(method, path, bytes, extraHeaders, true);
   }
@@ -320,12 +321,12 @@ export class CitychainClient {
   }
 }
 
-/** The error code of a JSON error answer ({"error": {"code": …}}), or undefined. */
-function errorCodeOf(text: string): string | undefined {
+/** True for the answer to a request whose certificate the ledger does not know (docs/api-auth.md). */
+function isUnknownRequestCertificate(text: string): boolean {
   try {
-    const code = (JSON.parse(text) as { error?: { code?: unknown } } | null)?.error?.code;
-    return typeof code === "string" ? code : undefined;
+    const error = (JSON.parse(text) as { error?: { code?: unknown; field?: unknown } } | null)?.error;
+    return error?.code === "CERT_UNKNOWN" && error.field === authHeaders.cert;
   } catch {
-    return undefined;
+    return false;
   }
 }

@@ -271,7 +271,12 @@ describe("request authentication", () => {
   it("a certificate the ledger does not know, referred to by id only: 401 CERT_UNKNOWN", async () => {
     // market.auditor has never sent its certificate to the ledger.
     const identity = await net.identityFor("market.auditor");
-    assertError(await call(identity, "GET", "/v1/status", { sendCertificate: false }), 401, "CERT_UNKNOWN");
+    assertError(
+      await call(identity, "GET", "/v1/status", { sendCertificate: false }),
+      401,
+      "CERT_UNKNOWN",
+      "x-citychain-cert",
+    );
     assert.equal((await call(identity, "GET", "/v1/status")).status, 200, "with the certificate it works");
   });
 

@@ -11,6 +11,7 @@ import { utf8 } from "../../src/core/encoding.ts";
 import { authHeaders } from "../../src/core/httpsig.ts";
 import { CitychainClient, certificateResendMs, type FetchLike } from "../../src/sdk/client.ts";
 import { CitychainError } from "../../src/sdk/errors.ts";
+import { buildTx } from "../../src/sdk/tx-builder.ts";
 import { startTestNetwork, type TestNetwork } from "../helpers/net.ts";
 
 let net: TestNetwork;
@@ -95,6 +96,31 @@ describe("the certificate header, by default", () => {
     assert.ok(
       sent.every((s) => !s.withCertificate && s.status < 400),
       JSON.stringify(sent),
+    );
+  });
+
+  it("a transaction's CERT_UNKNOWN (a certificate id the ledger does not know) is not sent again", async () => {
+    // The request is authenticated (the officer's certificate is known by now); the transaction
+    // names its signer by a certificate id the ledger has never seen.
+    const sent: Sent[] = [];
+    const client = await clientOf("civil.officer", sent);
+    const stranger = await net.identityFor("fund.auditor");
+    const tx = await buildTx({
+      chainId: await client.chainId(),
+      type: "kv.put",
+      payload: { key: "sdk-cert/stranger", value: utf8("z") },
+      signers: [stranger],
+      nowMs: Date.now(),
+      certById: true,
+    });
+    sent.length = 0;
+    await assert.rejects(
+      client.submitBytes(tx.bytes),
+      (error: unknown) => error instanceof CitychainError && error.code === "CERT_UNKNOWN",
+    );
+    assert.deepEqual(
+      sent.map((s) => [s.withCertificate, s.status]),
+      [[false, 401]],
     );
   });
 
