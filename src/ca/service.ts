@@ -22,7 +22,7 @@ import { sendError, validatorCompiler } from "../api/http-common.ts";
 import { RequestVerifier } from "../api/request-auth.ts";
 import { apiErrorResponses } from "../api/schemas.ts";
 import { CodedError, type ErrorCode } from "../core/errors.ts";
-import { parseSignedRequest } from "../core/httpsig.ts";
+import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
 import type { CertificateAuthority } from "./authority.ts";
 import { type Identity, isWithinValidity, parseIdentityCert, type Role, verifyIssuedBy } from "./identity.ts";
 import { LedgerError, type LedgerSync, recordableReasons } from "./ledger-sync.ts";
@@ -599,7 +599,11 @@ export async function buildCaService(options: CaServiceOptions): Promise<Fastify
     });
     const der = parsed.certDer ?? registry.getCertificate(parsed.keyId)?.der ?? undefined;
     if (der === undefined) {
-      throw new CodedError("CERT_UNKNOWN", "certificate not known to this CA: send it in X-Citychain-Cert");
+      throw new CodedError(
+        "CERT_UNKNOWN",
+        "certificate not known to this CA: send it in X-Citychain-Cert",
+        authHeaders.cert,
+      );
     }
     const caller = judgeCertificate(der);
     await verifier.verify(parsed, caller.publicKeySpki);

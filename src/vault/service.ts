@@ -24,7 +24,7 @@ import { errorResponseSchema } from "../api/schemas.ts";
 import { type Identity, isWithinValidity, parseIdentityCert, verifyIssuedBy } from "../ca/identity.ts";
 import { fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, type ErrorCode, isErrorCode } from "../core/errors.ts";
-import { parseSignedRequest } from "../core/httpsig.ts";
+import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
 import type { SealedContent, WrappedKey } from "../core/license/records.ts";
 import {
   decodeSubjectStatement,
@@ -644,6 +644,7 @@ export async function buildVaultService(options: VaultServiceOptions): Promise<F
         throw new CodedError(
           "CERT_UNKNOWN",
           "certificate not known to the vault: send it in X-Citychain-Cert",
+          authHeaders.cert,
         );
       }
       caller = parseCaller(der);
