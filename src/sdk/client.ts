@@ -47,20 +47,23 @@ export interface ClientOptions {
   readonly trustedValidators?: readonly Validator[];
   /**
    * Whether requests carry the certificate (X-Citychain-Cert, ~1 KB). Default: only while the
-   * node's ledger does not know it. Requests go without it; a 401 CERT_UNKNOWN naming the header (refused before
-   * anything is done, so nothing happens twice) is answered by sending the same request again, newly
-   * signed, with the certificate, which then goes with every request for `certificateResendMs`
-   * before the client tries without it again. true: always; false: never.
+   * node's ledger does not know it. Requests go without it; a 401 CERT_UNKNOWN naming the header
+   * (refused before anything is done, so nothing happens twice) is answered by sending the same
+   * request again, newly signed, with the certificate, which then goes with every request for a
+   * while (`certificateResendMs`, doubling each time the node still does not know it) before the
+   * client tries without it again. true: always; false: never.
    */
   readonly sendCertificate?: boolean;
 }
 
 /**
- * After a node answered CERT_UNKNOWN, requests carry the certificate this long before one goes
- * without it again: a certificate reaches the ledger with the identity's first committed
- * transaction, and a client whose certificate never does pays one extra round trip a minute.
+ * After a node answered CERT_UNKNOWN, requests carry the certificate for `initialMs` before one goes
+ * without it again, twice as long after each further CERT_UNKNOWN, up to `maxMs`. A certificate
+ * reaches the ledger with its holder's first committed transaction, seconds after its first
+ * request; one that never does (an identity that only reads) costs a handful of extra round trips
+ * in its first minutes and then one every five minutes.
  */
-export const certificateResendMs = 60_000;
+export const certificateResendMs = { initialMs: 5_000, maxMs: 300_000 } as const;
 
 export interface TxStatusJson {
   txId: string;
@@ -88,8 +91,10 @@ export class CitychainClient {
   private chainIdCache: string | null = null;
   /** The last set reached by following validator changes, and the genesis set it started from. */
   private followed: { genesis: readonly Validator[]; trusted: TrustedValidatorSet } | null = null;
-  /** With the default sendCertificate, requests carry the certificate until this time (ms). */
+  /** With the default sendCertificate, requests carry the certificate until this time (ms)… */
   private certificateUntilMs = Number.NEGATIVE_INFINITY;
+  /** …and the next CERT_UNKNOWN turns them on for this long. */
+  private certificateNextMs: number = certificateResendMs.initialMs;
 
   constructor(private readonly options: ClientOptions) {
     this.fetchFn = options.fetch ?? (globalThis.fetch as unknown as FetchLike);
@@ -171,11 +176,17 @@ export class CitychainClient {
     const fixed = this.options.sendCertificate;
     const withCertificate = fixed ?? this.now() < this.certificateUntilMs;
     const response = await this.fetchOnce(method, path, bytes, extraHeaders, withCertificate);
-    if (fixed !== undefined || withCertificate || response.status !== 401) return response;
+    if (fixed !== undefined || withCertificate) return response;
+    if (response.status !== 401) {
+      // A success without it: the node knows it, and a later CERT_UNKNOWN starts the backoff over.
+      if (response.status < 400) this.certificateNextMs = certificateResendMs.initialMs;
+      return response;
+    }
     const text = await response.text();
     // Only the request's own refusal: a transaction naming an unknown certificate is CERT_UNKNOWN too.
     if (!isUnknownRequestCertificate(text)) return { status: response.status, text: async () => text };
-    this.certificateUntilMs = this.now() + certificateResendMs;
+    this.certificateUntilMs = this.now() + this.certificateNextMs;
+    this.certificateNextMs = Math.min(2 * this.certificateNextMs, certificateResendMs.maxMs);
     return this.fetchOnce(method, path, bytes, extraHeaders, true);
   }
 
