@@ -185,8 +185,12 @@ export class CitychainClient {
     const text = await response.text();
     // Only the request's own refusal: a transaction naming an unknown certificate is CERT_UNKNOWN too.
     if (!isUnknownRequestCertificate(text)) return { status: response.status, text: async () => text };
-    this.certificateUntilMs = this.now() + this.certificateNextMs;
-    this.certificateNextMs = Math.min(2 * this.certificateNextMs, certificateResendMs.maxMs);
+    // Requests sent together are refused together: only the first refusal opens (and doubles) a window.
+    const now = this.now();
+    if (now >= this.certificateUntilMs) {
+      this.certificateUntilMs = now + this.certificateNextMs;
+      this.certificateNextMs = Math.min(2 * this.certificateNextMs, certificateResendMs.maxMs);
+    }
     return this.fetchOnce(method, path, bytes, extraHeaders, true);
   }
 

@@ -107,6 +107,25 @@ describe("the certificate header, by default", () => {
     );
   });
 
+  it("requests refused together open one window, not one doubling each", async () => {
+    const sent: Sent[] = [];
+    let clock = Date.now();
+    const client = await clientOf("social.auditor", sent, { now: () => clock });
+    await Promise.all(Array.from({ length: 4 }, () => client.status()));
+    assert.equal(sent.filter((s) => s.status === 401).length, 4, "all four went without it");
+    clock += certificateResendMs.initialMs + 1;
+    sent.length = 0;
+    await client.status();
+    assert.deepEqual(
+      sent.map((s) => [s.withCertificate, s.status]),
+      [
+        [false, 401],
+        [true, 200],
+      ],
+      "the window was the first one, not 16 times it",
+    );
+  });
+
   it("a transaction's CERT_UNKNOWN (a certificate id the ledger does not know) is not sent again", async () => {
     // The request is authenticated (the officer's certificate is known by now); the transaction
     // names its signer by a certificate id the ledger has never seen.
