@@ -122,7 +122,7 @@ describe("the certificate header, by default", () => {
         [false, 401],
         [true, 200],
       ],
-      "the window was the first one, not 16 times it",
+      "the window was the first one (5 s), not the 40 s four doublings would give",
     );
   });
 
