@@ -148,13 +148,7 @@ export class CitychainClient {
   ): Promise<{ status: number; bytes: Uint8Array }> {
     const response = await this.fetchSigned(method, path, body, { accept });
     if (response.status >= 400 || response.arrayBuffer === undefined) {
-      const text = await response.text();
-      let e: { code?: string; message?: string; field?: string } | undefined;
-      try {
-        e = (JSON.parse(text) as { error?: typeof e }).error;
-      } catch {
-        e = undefined;
-      }
+      const e = errorInAnswer(await response.text());
       if (response.status < 400) throw new CitychainError("BAD_RESPONSE", "this fetch cannot read bytes", 0);
       throw new CitychainError(
         e?.code ?? "HTTP_ERROR",
@@ -336,12 +330,18 @@ export class CitychainClient {
   }
 }
 
+/** The `error` object of a JSON error answer ({"error": {"code": …}}), or undefined. */
+function errorInAnswer(text: string): { code?: string; message?: string; field?: string } | undefined {
+  try {
+    const error = (JSON.parse(text) as { error?: unknown } | null)?.error;
+    return typeof error === "object" && error !== null ? error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** True for the answer to a request whose certificate the ledger does not know (docs/api-auth.md). */
 function isUnknownRequestCertificate(text: string): boolean {
-  try {
-    const error = (JSON.parse(text) as { error?: { code?: unknown; field?: unknown } } | null)?.error;
-    return error?.code === "CERT_UNKNOWN" && error.field === authHeaders.cert;
-  } catch {
-    return false;
-  }
+  const error = errorInAnswer(text);
+  return error?.code === "CERT_UNKNOWN" && error.field === authHeaders.cert;
 }
