@@ -4,7 +4,7 @@ import { utf8 } from "../src/core/encoding.ts";
 import type { CitychainClient } from "../src/sdk/client.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { createProcessNetwork } from "../test/e2e/process-net.ts";
-import { describeLoad, measure, p256VerifyRate, percentile } from "./common.ts";
+import { describeLoad, type Measured, measure, p256VerifyRate, percentile } from "./common.ts";
 import { describeTimeline, readTimeline } from "./timeline.ts";
 
 const { values: args } = parseArgs({
@@ -127,6 +127,12 @@ function describeGossip(
   );
 }
 
+/** The nodes' CPU per transaction over a measured phase, all threads and the main threads alone. */
+function cpuPerTx(m: Measured<unknown>, txs: number): string {
+  const us = (cores: number) => ((cores * m.seconds * 1e6) / Math.max(1, txs)).toFixed(0);
+  return `${us(m.nodeCores)} CPU µs per tx, main threads ${us(m.mainThreadCores)}`;
+}
+
 async function main() {
   process.stdout.write(
     `citychain benchmark: ${nodeCount} validator${nodeCount === 1 ? "" : "s"} on ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "?"}); ` +
@@ -205,8 +211,7 @@ async function main() {
     process.stdout.write(
       `saturation: ${committed} txs (${txSize} bytes each) committed in ${sat.seconds.toFixed(2)} s = ${tps.toFixed(0)} tx/s` +
         ` (not committed: ${sat.result}); machine busy ${(sat.machineBusy * 100).toFixed(0)}%,` +
-        ` nodes ${sat.nodeCores.toFixed(2)} cores (${((sat.nodeCores * sat.seconds * 1e6) / committed).toFixed(0)} CPU µs per tx,` +
-        ` main threads ${((sat.mainThreadCores * sat.seconds * 1e6) / committed).toFixed(0)}),` +
+        ` nodes ${sat.nodeCores.toFixed(2)} cores (${cpuPerTx(sat, committed)}),` +
         ` load generator ${sat.loadgenCores.toFixed(2)} cores; connection resets retried: ${connectionResets}` +
         (satRounds === null
           ? ""
@@ -269,8 +274,7 @@ async function main() {
     process.stdout.write(
       `latency at ${rate} tx/s offered (${perTick} txs per ${tickMs} ms, mixed senders): p50 ${percentile(latencies, 50).toFixed(1)} ms,` +
         ` p99 ${percentile(latencies, 99).toFixed(1)} ms over ${latencies.length} txs;` +
-        ` ${describeLoad(lat)} (${((lat.nodeCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)} CPU µs per tx,` +
-        ` main threads ${((lat.mainThreadCores * lat.seconds * 1e6) / Math.max(1, latencies.length)).toFixed(0)})` +
+        ` ${describeLoad(lat)} (${cpuPerTx(lat, latencies.length)})` +
         `; ${heightAfterLatency - heightBeforeLatency} heights in ${lat.seconds.toFixed(1)} s` +
         (latRounds === null
           ? ""

@@ -34,7 +34,7 @@ import { nodeFiles } from "../src/node/config.ts";
 import { NodeSignatureVerifier, NodeSigner } from "../src/node/crypto-node.ts";
 import { ChainNode, defaultNodeOptions } from "../src/node/node.ts";
 import { openLedger } from "../src/node/run.ts";
-import { defaultVerifyPoolOptions, defaultVerifyWorkers, VerifyPool } from "../src/node/verify-pool.ts";
+import { VerifyPool } from "../src/node/verify-pool.ts";
 import { loadIdentity } from "../src/sdk/node.ts";
 import { buildTx } from "../src/sdk/tx-builder.ts";
 import { p256VerifyRate, percentile } from "./common.ts";
@@ -73,9 +73,7 @@ async function main(): Promise<void> {
     fs.copyFileSync(path.join(proposerDir, nodeFiles.genesis), path.join(replicaDir, nodeFiles.genesis));
     const signer = new NodeSigner(readPrivateKey(path.join(proposerDir, nodeFiles.key), { passphrase }));
     for (const nodeDir of [proposerDir, replicaDir]) {
-      const verifier = new NodeSignatureVerifier(
-        new VerifyPool({ ...defaultVerifyPoolOptions, workers: defaultVerifyWorkers() }),
-      );
+      const verifier = new NodeSignatureVerifier(new VerifyPool());
       const ledger = openLedger(nodeDir, verifier);
       const node = new ChainNode(ledger, signer, systemClock, {
         ...defaultNodeOptions,

@@ -11,7 +11,7 @@ import swagger from "@fastify/swagger";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
 import { decodeCanonical, fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, errorStatus, isErrorCode } from "../core/errors.ts";
-import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
+import { certificateUnknownError, parseSignedRequest } from "../core/httpsig.ts";
 import { type Identity, resolveIdentity } from "../core/identity.ts";
 import { proofToJson } from "../core/smt-proof.ts";
 import { encodeValidators, stateKeys } from "../core/system-state.ts";
@@ -146,13 +146,7 @@ async function authenticate(
   let der = parsed.certDer;
   if (der === undefined) {
     der = state.get(stateKeys.cert(parsed.keyId));
-    if (der === undefined) {
-      throw new CodedError(
-        "CERT_UNKNOWN",
-        "certificate not known to the ledger: send it in X-Citychain-Cert",
-        authHeaders.cert,
-      );
-    }
+    if (der === undefined) throw certificateUnknownError("the ledger");
   }
   const identity = resolveIdentity(node.ledger.x509, state, der, now());
   await verifier.verify(parsed, identity.publicKeySpki);

@@ -22,7 +22,7 @@ import { sendError, validatorCompiler } from "../api/http-common.ts";
 import { RequestVerifier } from "../api/request-auth.ts";
 import { apiErrorResponses } from "../api/schemas.ts";
 import { CodedError, type ErrorCode } from "../core/errors.ts";
-import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
+import { certificateUnknownError, parseSignedRequest } from "../core/httpsig.ts";
 import type { CertificateAuthority } from "./authority.ts";
 import { type Identity, isWithinValidity, parseIdentityCert, type Role, verifyIssuedBy } from "./identity.ts";
 import { LedgerError, type LedgerSync, recordableReasons } from "./ledger-sync.ts";
@@ -598,13 +598,7 @@ export async function buildCaService(options: CaServiceOptions): Promise<Fastify
       ...(rawBody === undefined || rawBody.length === 0 ? {} : { body: rawBody }),
     });
     const der = parsed.certDer ?? registry.getCertificate(parsed.keyId)?.der ?? undefined;
-    if (der === undefined) {
-      throw new CodedError(
-        "CERT_UNKNOWN",
-        "certificate not known to this CA: send it in X-Citychain-Cert",
-        authHeaders.cert,
-      );
-    }
+    if (der === undefined) throw certificateUnknownError("this CA");
     const caller = judgeCertificate(der);
     await verifier.verify(parsed, caller.publicKeySpki);
     return caller;

@@ -30,6 +30,24 @@ export const signatureTag = "citychain-api-v1";
 /** RFC 9421 `alg` parameter, from the HTTP Signature Algorithms registry; the same scheme as src/core/signature.ts. */
 export const signatureAlg = signatureSchemeP256;
 
+/**
+ * The refusal of a request whose signer `holder` (the ledger, the vault, this CA) does not know and
+ * whose certificate it did not carry: 401 CERT_UNKNOWN naming the header, which is what tells a
+ * client (the SDK) that sending the same request again with the certificate can succeed.
+ */
+export function certificateUnknownError(holder: string): CodedError {
+  return new CodedError(
+    "CERT_UNKNOWN",
+    `certificate not known to ${holder}: send it in X-Citychain-Cert`,
+    authHeaders.cert,
+  );
+}
+
+/** True for `certificateUnknownError`'s answer ({"error": {code, field}}), not for other CERT_UNKNOWNs. */
+export function isCertificateUnknownError(error: { code?: unknown; field?: unknown } | undefined): boolean {
+  return error?.code === "CERT_UNKNOWN" && error.field === authHeaders.cert;
+}
+
 /** Header names as they appear in component identifiers (lower case) and in `CodedError.field`. */
 export const authHeaders = {
   signatureInput: "signature-input",

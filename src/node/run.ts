@@ -2,7 +2,7 @@
  * Starting and stopping a node from its data folder: the composition root that hands the core its
  * real ports (system clock, SQLite store, node:crypto, sockets).
  */
-import { createHash, X509Certificate } from "node:crypto";
+import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -107,8 +107,9 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
   const certPem = fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8");
   const cert = new X509Certificate(certPem);
   const certDer = new Uint8Array(cert.raw);
-  const ownDept = nodeX509.parse(certDer).dept;
-  const identity = { signer, certDer, certId: createHash("sha256").update(certDer).digest("hex") };
+  const ownCert = nodeX509.parse(certDer);
+  const ownDept = ownCert.dept;
+  const identity = { signer, certDer, certId: ownCert.certId };
   const keyPem = fs.readFileSync(path.join(dir, nodeFiles.key), "utf8");
   const keyNode = LicenseKeyNode.open(node, {
     ...keyNodeDefaults,

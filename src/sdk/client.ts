@@ -7,7 +7,7 @@
 import type { Validator } from "../core/block.ts";
 import type { Canonical } from "../core/encoding.ts";
 import { toBase64 } from "../core/encoding.ts";
-import { authHeaders, signRequest } from "../core/httpsig.ts";
+import { isCertificateUnknownError, signRequest } from "../core/httpsig.ts";
 import type { CommitJson, HeaderJson } from "../core/views.ts";
 import { CitychainError } from "./errors.ts";
 import { type BuiltTx, buildTx, type TxIdentity } from "./tx-builder.ts";
@@ -178,7 +178,8 @@ export class CitychainClient {
     }
     const text = await response.text();
     // Only the request's own refusal: a transaction naming an unknown certificate is CERT_UNKNOWN too.
-    if (!isUnknownRequestCertificate(text)) return { status: response.status, text: async () => text };
+    if (!isCertificateUnknownError(errorInAnswer(text)))
+      return { status: response.status, text: async () => text };
     // Requests sent together are refused together: only the first refusal opens (and doubles) a window.
     const now = this.now();
     if (now >= this.certificateUntilMs) {
@@ -338,10 +339,4 @@ function errorInAnswer(text: string): { code?: string; message?: string; field?:
   } catch {
     return undefined;
   }
-}
-
-/** True for the answer to a request whose certificate the ledger does not know (docs/api-auth.md). */
-function isUnknownRequestCertificate(text: string): boolean {
-  const error = errorInAnswer(text);
-  return error?.code === "CERT_UNKNOWN" && error.field === authHeaders.cert;
 }

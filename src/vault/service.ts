@@ -24,7 +24,7 @@ import { errorResponseSchema } from "../api/schemas.ts";
 import { type Identity, isWithinValidity, parseIdentityCert, verifyIssuedBy } from "../ca/identity.ts";
 import { fromBase64, fromHex, toBase64, toHex } from "../core/encoding.ts";
 import { CodedError, type ErrorCode, isErrorCode } from "../core/errors.ts";
-import { authHeaders, parseSignedRequest } from "../core/httpsig.ts";
+import { certificateUnknownError, parseSignedRequest } from "../core/httpsig.ts";
 import type { SealedContent, WrappedKey } from "../core/license/records.ts";
 import {
   decodeSubjectStatement,
@@ -640,13 +640,7 @@ export async function buildVaultService(options: VaultServiceOptions): Promise<F
   function judgeCertificate(certId: string, der: Uint8Array | undefined): Identity {
     let caller = certificates.get(certId);
     if (caller === undefined) {
-      if (der === undefined) {
-        throw new CodedError(
-          "CERT_UNKNOWN",
-          "certificate not known to the vault: send it in X-Citychain-Cert",
-          authHeaders.cert,
-        );
-      }
+      if (der === undefined) throw certificateUnknownError("the vault");
       caller = parseCaller(der);
       if (certificates.size >= limits.certCacheEntriesMax)
         certificates.delete(certificates.keys().next().value!);
