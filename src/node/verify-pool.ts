@@ -9,7 +9,8 @@
  * main thread, so verification uses the spare core without preempting the main one.
  *
  * A few signatures gathered while every worker is idle are verified on the main thread instead
- * (`inlineSignaturesMax`): at light load that answers sooner than the round trip.
+ * (`inlineSignaturesMax`): at light load that answers sooner than the round trip, and costs less
+ * CPU than waking the worker.
  *
  * Limits: at most `queuedSignaturesMax` signatures wait or are in flight (beyond that `verify`
  * refuses with RATE_LIMITED, so a flood cannot grow memory without bound); a batch carries at most
@@ -37,8 +38,12 @@ export interface VerifyPoolOptions {
    * a worker (a postMessage each way, each waking a sleeping thread) takes longer than verifying it
    * here: in `npm run bench:verify-pool` a lone signature's verdict came after 0.31-0.43 ms instead
    * of 0.41-0.70 ms and a pair's after 0.45 instead of 0.71-0.79 ms, with no CPU difference beyond
-   * the noise. Kept small, so the main thread never spends more than a couple of verifications on
-   * it; under load batches are larger or a worker is busy anyway.
+   * the noise. In the four-validator network at 760 tx/s (eight transactions a request every
+   * 10 ms, so gossip frames and verification batches of about eight) 16 instead of 2 left the
+   * machine 86-89 % busy instead of 88-94 % and p50 / p99 at 79-97 / 220-260 ms instead of
+   * 94-125 / 230-542 ms (three alternated pairs; 8 and 32 were alike): a sleeping worker's wake-up
+   * costs more CPU here than eight verifications (docs/benchmarks.md). At most ~1 ms of the main
+   * thread a batch; under load batches are larger or a worker is busy anyway.
    */
   readonly inlineSignaturesMax: number;
 }
@@ -53,7 +58,7 @@ export const defaultVerifyPoolOptions: VerifyPoolOptions = {
   queuedSignaturesMax: 200_000,
   batchSignaturesMax: 512,
   crashRetriesMax: 2,
-  inlineSignaturesMax: 2,
+  inlineSignaturesMax: 16,
 };
 
 /** Limits of one item: keys are SPKI DER (91 bytes for P-256), messages are a transaction's signed bytes. */
