@@ -4,6 +4,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { nodeV8Flags } from "../../src/cli/commands/devnet.ts";
 import { bootstrapNetwork, type NetworkLayout } from "../../src/devnet/bootstrap.ts";
 import { CitychainClient } from "../../src/sdk/client.ts";
 import { loadIdentity, nodeFetch } from "../../src/sdk/node.ts";
@@ -115,7 +116,9 @@ export async function createProcessNetwork(
     const child = spawn(
       process.execPath,
       [
-        // e.g. CITYCHAIN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the nodes of a benchmark
+        ...nodeV8Flags,
+        // e.g. CITYCHAIN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the nodes of a
+        // benchmark; after nodeV8Flags, so a flag given here overrides theirs
         ...(process.env.CITYCHAIN_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
         binPath,
         "node",
