@@ -94,94 +94,112 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     await verifier.close();
     throw error;
   }
-  const node = new ChainNode(ledger, signer, clock, {
-    ...defaultNodeOptions,
-    production: config.p2p === null ? "solo" : "consensus",
-    blockIntervalMs: config.blockIntervalMs,
-    mempool: {
-      txsMax: config.mempoolTxsMax,
-      bytesMax: config.mempoolBytesMax,
-      txsPerSenderMax: config.mempoolTxsPerSenderMax,
-    },
-  });
-  const certPem = fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8");
-  const cert = new X509Certificate(certPem);
-  const certDer = new Uint8Array(cert.raw);
-  const ownCert = nodeX509.parse(certDer);
-  const ownDept = ownCert.dept;
-  const identity = { signer, certDer, certId: ownCert.certId };
-  const keyPem = fs.readFileSync(path.join(dir, nodeFiles.key), "utf8");
-  const keyNode = LicenseKeyNode.open(node, {
-    ...keyNodeDefaults,
-    dir,
-    passphrase,
-    departments: config.keyDepartments ?? [ownDept],
-    identity,
-    now: () => clock.now(),
-  });
-  const tls = config.api.tls
-    ? {
-        certPem: certPem,
-        keyPem,
-        passphrase,
-      }
-    : undefined;
-  let network: NetworkNode | null = null;
-  const api = await buildApi(node, () => clock.now(), {
-    ...defaultApiOptions,
-    bodyBytesMax: config.apiBodyBytesMax,
-    logger: options.logger ?? false,
-    ...(tls === undefined ? {} : { tls }),
-    keyNode,
-    network: () => network?.status() ?? null,
-  });
-  node.start();
-  keyNode.start();
-  if (config.p2p !== null) {
-    const p2p = config.p2p;
-    network = new NetworkNode(ledger, node, signer, clock, {
-      tls: {
-        certPem: certPem,
-        keyPem,
-        passphrase,
-        caPems: [fs.readFileSync(path.join(dir, nodeFiles.caCert), "utf8")],
-      },
-      listen: { host: p2p.host, port: p2p.port },
-      peers: p2p.peers,
-      observer: p2p.observer,
-      syncRequestTimeoutMs: 5000,
-      syncGraceMs: 250,
-      identity,
-      ...(options.log === undefined ? {} : { logger: options.log }),
-      traceConsensus: config.logLevel === "debug",
-      consensus: {
-        timeoutCommitMs: p2p.timeoutCommitMs,
-        machine: {
-          ...defaultMachineOptions,
-          timeoutProposeMs: p2p.timeoutProposeMs,
-          timeoutPrevoteMs: p2p.timeoutPrevoteMs,
-          timeoutPrecommitMs: p2p.timeoutPrecommitMs,
-        },
+  // What is started is undone, newest first, if a later step fails: a node that cannot serve (its
+  // API port taken, say) must exit with the error, not run on in consensus without an API.
+  const undo: Array<() => unknown> = [() => ledger.store.close(), () => verifier.close()];
+  try {
+    const node = new ChainNode(ledger, signer, clock, {
+      ...defaultNodeOptions,
+      production: config.p2p === null ? "solo" : "consensus",
+      blockIntervalMs: config.blockIntervalMs,
+      mempool: {
+        txsMax: config.mempoolTxsMax,
+        bytesMax: config.mempoolBytesMax,
+        txsPerSenderMax: config.mempoolTxsPerSenderMax,
       },
     });
-    await network.start();
+    const certPem = fs.readFileSync(path.join(dir, nodeFiles.cert), "utf8");
+    const cert = new X509Certificate(certPem);
+    const certDer = new Uint8Array(cert.raw);
+    const ownCert = nodeX509.parse(certDer);
+    const ownDept = ownCert.dept;
+    const identity = { signer, certDer, certId: ownCert.certId };
+    const keyPem = fs.readFileSync(path.join(dir, nodeFiles.key), "utf8");
+    const keyNode = LicenseKeyNode.open(node, {
+      ...keyNodeDefaults,
+      dir,
+      passphrase,
+      departments: config.keyDepartments ?? [ownDept],
+      identity,
+      now: () => clock.now(),
+    });
+    const tls = config.api.tls
+      ? {
+          certPem: certPem,
+          keyPem,
+          passphrase,
+        }
+      : undefined;
+    let network: NetworkNode | null = null;
+    const api = await buildApi(node, () => clock.now(), {
+      ...defaultApiOptions,
+      bodyBytesMax: config.apiBodyBytesMax,
+      logger: options.logger ?? false,
+      ...(tls === undefined ? {} : { tls }),
+      keyNode,
+      network: () => network?.status() ?? null,
+    });
+    undo.push(() => api.close());
+    node.start();
+    undo.push(() => node.stop());
+    keyNode.start();
+    undo.push(() => keyNode.stop());
+    if (config.p2p !== null) {
+      const p2p = config.p2p;
+      network = new NetworkNode(ledger, node, signer, clock, {
+        tls: {
+          certPem: certPem,
+          keyPem,
+          passphrase,
+          caPems: [fs.readFileSync(path.join(dir, nodeFiles.caCert), "utf8")],
+        },
+        listen: { host: p2p.host, port: p2p.port },
+        peers: p2p.peers,
+        observer: p2p.observer,
+        syncRequestTimeoutMs: 5000,
+        syncGraceMs: 250,
+        identity,
+        ...(options.log === undefined ? {} : { logger: options.log }),
+        traceConsensus: config.logLevel === "debug",
+        consensus: {
+          timeoutCommitMs: p2p.timeoutCommitMs,
+          machine: {
+            ...defaultMachineOptions,
+            timeoutProposeMs: p2p.timeoutProposeMs,
+            timeoutPrevoteMs: p2p.timeoutPrevoteMs,
+            timeoutPrecommitMs: p2p.timeoutPrecommitMs,
+          },
+        },
+      });
+      undo.push(() => network?.stop());
+      await network.start();
+    }
+    const address = await api.listen({ host: config.api.host, port: config.api.port });
+    let closed = false;
+    return {
+      node,
+      network,
+      api,
+      url: address,
+      async close() {
+        if (closed) return;
+        closed = true;
+        await api.close();
+        await network?.stop();
+        await node.stop();
+        await keyNode.stop();
+        await ledger.verifier.close();
+        ledger.store.close();
+      },
+    };
+  } catch (error) {
+    for (const step of undo.reverse()) {
+      try {
+        await step();
+      } catch {
+        // the first error is the one to report
+      }
+    }
+    throw error;
   }
-  const address = await api.listen({ host: config.api.host, port: config.api.port });
-  let closed = false;
-  return {
-    node,
-    network,
-    api,
-    url: address,
-    async close() {
-      if (closed) return;
-      closed = true;
-      await api.close();
-      await network?.stop();
-      await node.stop();
-      await keyNode.stop();
-      await ledger.verifier.close();
-      ledger.store.close();
-    },
-  };
 }
