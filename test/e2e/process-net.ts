@@ -30,10 +30,15 @@ async function isFree(port: number): Promise<boolean> {
   });
 }
 
-/** A base port with `count` free ports above it (API ports, then peer ports 100 higher). */
+/**
+ * A base port with `count` free ports above it (API ports, then peer ports 100 higher), below
+ * Linux's ephemeral range (32768 and up by default): a port picked there can be free when checked
+ * and then taken as the local end of an outgoing connection (the nodes dialling each other, the
+ * test's clients) before the node binds it.
+ */
 export async function freePortBase(count: number): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - count));
     let ok = true;
     for (let i = 0; i < count && ok; i++) ok = (await isFree(base + i)) && (await isFree(base + 100 + i));
     if (ok) return base;
