@@ -123,6 +123,7 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
       identity,
       now: () => clock.now(),
     });
+    undo.push(() => keyNode.stop()); // its stores are open from here
     const tls = config.api.tls
       ? {
           certPem: certPem,
@@ -143,7 +144,6 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     node.start();
     undo.push(() => node.stop());
     keyNode.start();
-    undo.push(() => keyNode.stop());
     if (config.p2p !== null) {
       const p2p = config.p2p;
       network = new NetworkNode(ledger, node, signer, clock, {
