@@ -85,19 +85,14 @@ export async function startNode(options: StartNodeOptions): Promise<RunningNode>
     }),
   );
   const signer = new NodeSigner(privateKey);
-  let ledger: Ledger;
-  try {
-    ledger = openLedger(dir, verifier, {
-      treeFlushPhase: treeFlushPhaseOf(validatorIdOf(signer.publicKeySpki)),
-    });
-  } catch (error) {
-    await verifier.close();
-    throw error;
-  }
   // What is started is undone, newest first, if a later step fails: a node that cannot serve (its
   // API port taken, say) must exit with the error, not run on in consensus without an API.
-  const undo: Array<() => unknown> = [() => ledger.store.close(), () => verifier.close()];
+  const undo: Array<() => unknown> = [() => verifier.close()];
   try {
+    const ledger = openLedger(dir, verifier, {
+      treeFlushPhase: treeFlushPhaseOf(validatorIdOf(signer.publicKeySpki)),
+    });
+    undo.push(() => ledger.store.close());
     const node = new ChainNode(ledger, signer, clock, {
       ...defaultNodeOptions,
       production: config.p2p === null ? "solo" : "consensus",

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { nodeV8Flags } from "../../src/cli/commands/devnet.ts";
+import { nodeStartArgs } from "../../src/cli/commands/devnet.ts";
 import { bootstrapNetwork, type NetworkLayout } from "../../src/devnet/bootstrap.ts";
 import { CitychainClient } from "../../src/sdk/client.ts";
 import { loadIdentity, nodeFetch } from "../../src/sdk/node.ts";
@@ -120,19 +120,13 @@ export async function createProcessNetwork(
     const log = fs.openSync(path.join(dir, `node${i}.log`), "a");
     const child = spawn(
       process.execPath,
-      [
-        ...nodeV8Flags,
-        // e.g. CITYCHAIN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the nodes of a
-        // benchmark; after nodeV8Flags, so a flag given here overrides theirs
-        ...(process.env.CITYCHAIN_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
-        binPath,
-        "node",
-        "start",
-        "--dir",
+      // e.g. CITYCHAIN_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the nodes of a
+      // benchmark; they override the node's own flags (nodeV8Flags)
+      nodeStartArgs(
         layout.nodes[i]!.dir,
-        "--passphrase-file",
         layout.passphrasePath,
-      ],
+        process.env.CITYCHAIN_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+      ),
       { stdio: ["ignore", log, log], env: { ...process.env, ...startOptions.env } },
     );
     children.set(i, child);

@@ -32,15 +32,33 @@ const binPath = fileURLToPath(new URL("../../../bin/citychain.mjs", import.meta.
  */
 export const nodeV8Flags: readonly string[] = ["--max-semi-space-size=4"];
 
+/**
+ * A node process's arguments after the Node.js binary: `nodeV8Flags`, then `extraNodeArgs` (which
+ * override them: V8 takes a flag's last value), then `citychain node start`.
+ */
+export function nodeStartArgs(
+  nodeDir: string,
+  passphrasePath: string,
+  extraNodeArgs: readonly string[] = [],
+): string[] {
+  return [
+    ...nodeV8Flags,
+    ...extraNodeArgs,
+    binPath,
+    "node",
+    "start",
+    "--dir",
+    nodeDir,
+    "--passphrase-file",
+    passphrasePath,
+  ];
+}
+
 export function startNodeProcess(nodeDir: string, passphrasePath: string, logFile: string): ChildProcess {
   const out = fs.openSync(logFile, "a");
-  return spawn(
-    process.execPath,
-    [...nodeV8Flags, binPath, "node", "start", "--dir", nodeDir, "--passphrase-file", passphrasePath],
-    {
-      stdio: ["ignore", out, out],
-    },
-  );
+  return spawn(process.execPath, nodeStartArgs(nodeDir, passphrasePath), {
+    stdio: ["ignore", out, out],
+  });
 }
 
 /** The key vault as its own process: HTTPS with its CA-issued certificate, revocations from the CA folder. */
