@@ -329,13 +329,22 @@ export class CanonicalReader {
     if (end > bytes.length) return leaveToStrict;
     this.at = end;
     if (length < shortAsciiLength) {
-      let ascii = "";
+      if (scratch === undefined) {
+        let ascii = "";
+        for (let i = start; i < end; i++) {
+          const c = bytes[i]!;
+          if (c >= 0x80) return utf8Text(bytes, start, end);
+          ascii += String.fromCharCode(c);
+        }
+        return ascii;
+      }
+      // Under Node the bytes go through the scratch Buffer: one string allocated, not one a character.
       for (let i = start; i < end; i++) {
         const c = bytes[i]!;
         if (c >= 0x80) return utf8Text(bytes, start, end);
-        ascii += String.fromCharCode(c);
+        scratch[i - start] = c;
       }
-      return ascii;
+      return scratch.toString("latin1", 0, length);
     }
     return utf8Text(bytes, start, end);
   }
@@ -484,7 +493,19 @@ const hexTable: string[] = Array.from({ length: 256 }, (_, i) => hexAlphabet[i >
 /** Node's Buffer when present: its hex and base64 codecs are native; browsers take the loops below. */
 const NodeBuffer = (globalThis as { Buffer?: typeof Buffer }).Buffer;
 
+/**
+ * Short inputs (hashes, ids) are copied into one scratch Buffer and read back from it: no Buffer
+ * object a call, and no off-heap copy forced out of a small on-heap array by reading its `.buffer`.
+ * Nodes turn several hashes a transaction into hex; this was ~0.9 KB of garbage each.
+ */
+const scratchBytesMax = 64;
+const scratch = NodeBuffer?.allocUnsafeSlow(scratchBytesMax);
+
 export function toHex(bytes: Uint8Array): string {
+  if (scratch !== undefined && bytes.length <= scratchBytesMax) {
+    scratch.set(bytes);
+    return scratch.toString("hex", 0, bytes.length);
+  }
   if (NodeBuffer !== undefined)
     return NodeBuffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("hex");
   let out = "";
@@ -494,9 +515,21 @@ export function toHex(bytes: Uint8Array): string {
 
 const hexPattern = /^(?:[0-9a-f]{2})*$/;
 
+/** The value of a lower-case hex digit's character code ('0'-'9', 'a'-'f'). */
+function hexDigit(code: number): number {
+  return code <= 0x39 ? code - 0x30 : code - 0x57;
+}
+
 /** Lower-case hex only: ids have exactly one spelling. */
 export function fromHex(hex: string, field = "hex"): Uint8Array {
   if (!hexPattern.test(hex)) throw new CodedError("BAD_ENCODING", `${field} is not lower-case hex`, field);
+  // Ids and hashes: one small array, no Buffer in between (the pattern has checked every digit).
+  if (hex.length <= 2 * scratchBytesMax) {
+    const out = new Uint8Array(hex.length / 2);
+    for (let i = 0; i < out.length; i++)
+      out[i] = (hexDigit(hex.charCodeAt(2 * i)) << 4) | hexDigit(hex.charCodeAt(2 * i + 1));
+    return out;
+  }
   if (NodeBuffer !== undefined) return new Uint8Array(NodeBuffer.from(hex, "hex"));
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);

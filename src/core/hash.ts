@@ -29,6 +29,23 @@ const nativeCrypto = (() => {
 /** Parts up to this many bytes in all are joined in the scratch array; longer ones get their own. */
 const scratchBytesMax = 64 * 1024;
 const scratch = new Uint8Array(scratchBytesMax);
+/**
+ * Views of the scratch array's first n bytes, made once per length up to viewsLengthMax: the
+ * multi-part hashes (Merkle and state-tree nodes, leaves) are a few lengths, hashed thousands of
+ * times a block, and a view is ~100 bytes of garbage each time.
+ */
+const viewsLengthMax = 1024;
+const scratchViews: (Uint8Array | undefined)[] = [];
+
+function scratchView(length: number): Uint8Array {
+  if (length > viewsLengthMax) return scratch.subarray(0, length);
+  let view = scratchViews[length];
+  if (view === undefined) {
+    view = scratch.subarray(0, length);
+    scratchViews[length] = view;
+  }
+  return view;
+}
 
 function nativeSha256(crypto: NativeCrypto, parts: readonly Uint8Array[]): Uint8Array {
   let input: Uint8Array;
@@ -43,7 +60,7 @@ function nativeSha256(crypto: NativeCrypto, parts: readonly Uint8Array[]): Uint8
       target.set(part, at);
       at += part.length;
     }
-    input = target.subarray(0, length);
+    input = target === scratch ? scratchView(length) : target;
   }
   const digest = crypto.hash("sha256", input, "binary");
   const out = new Uint8Array(hashBytesLength);

@@ -2,6 +2,8 @@
  * Transactions waiting for a block: verified once on entry, kept in arrival order, de-duplicated by
  * id, and bounded three ways (count, bytes, per sender) so no client can crowd out the others.
  */
+
+import { toHex } from "../core/encoding.ts";
 import { CodedError } from "../core/errors.ts";
 import type { Tx } from "../core/tx.ts";
 
@@ -43,6 +45,18 @@ export class Mempool {
 
   /** Refuses, with a stable code, rather than dropping something already accepted. */
   checkRoom(tx: Tx): void {
+    this.checkRoomFor(tx, toHex(tx.body.sender));
+  }
+
+  add(tx: Tx): void {
+    const sender = toHex(tx.body.sender);
+    this.checkRoomFor(tx, sender);
+    this.entries.set(tx.id, { tx, sender });
+    this.perSender.set(sender, (this.perSender.get(sender) ?? 0) + 1);
+    this.bytes += tx.bytes.length;
+  }
+
+  private checkRoomFor(tx: Tx, sender: string): void {
     if (this.entries.has(tx.id))
       throw new CodedError("TX_DUPLICATE", `transaction ${tx.id} is already pending`);
     if (this.entries.size >= this.options.txsMax)
@@ -50,18 +64,9 @@ export class Mempool {
     if (this.bytes + tx.bytes.length > this.options.bytesMax) {
       throw new CodedError("MEMPOOL_FULL", "pending transactions exceed the byte limit");
     }
-    const sender = Buffer.from(tx.body.sender).toString("hex");
     if ((this.perSender.get(sender) ?? 0) >= this.options.txsPerSenderMax) {
       throw new CodedError("RATE_LIMITED", "too many pending transactions from this sender");
     }
-  }
-
-  add(tx: Tx): void {
-    this.checkRoom(tx);
-    const sender = Buffer.from(tx.body.sender).toString("hex");
-    this.entries.set(tx.id, { tx, sender });
-    this.perSender.set(sender, (this.perSender.get(sender) ?? 0) + 1);
-    this.bytes += tx.bytes.length;
   }
 
   /** The oldest transactions, up to both limits, without removing them. */

@@ -170,9 +170,11 @@ export class ChainNode extends EventEmitter<NodeEvents> {
     this.mempool.checkRoom(tx);
     const signers = this.resolveSigners(tx, now);
     const heightBefore = this.ledger.height();
-    const verdicts = await Promise.all(
-      signers.map((id, i) => this.ledger.verifySignature(tx, i, id.publicKeySpki)),
-    );
+    // Most transactions have one signer: its check is awaited alone, without Promise.all's arrays.
+    const verdicts =
+      signers.length === 1
+        ? [await this.ledger.verifySignature(tx, 0, signers[0]!.publicKeySpki)]
+        : await Promise.all(signers.map((id, i) => this.ledger.verifySignature(tx, i, id.publicKeySpki)));
     const bad = verdicts.indexOf(false);
     if (bad >= 0)
       throw new CodedError("SIGNATURE_INVALID", `signature ${bad} does not verify`, `signatures[${bad}]`);
