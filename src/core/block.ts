@@ -15,7 +15,7 @@
 import { bytesEqual, type Canonical, decodeCanonical, encodeCanonical, toHex, utf8 } from "./encoding.ts";
 import { CodedError } from "./errors.ts";
 import { sha256, taggedHash, zeroHash } from "./hash.ts";
-import { merkleLeafHash, merkleRootOfLeafHashes } from "./merkle.ts";
+import { merkleRoot } from "./merkle.ts";
 import { isCanonicalP256Signature } from "./signature.ts";
 import { chainIdPattern } from "./tx.ts";
 
@@ -173,7 +173,7 @@ export function decodeBlock(bytes: Uint8Array, blockBytesMax: number = blockLimi
 }
 
 export function txRootOf(txs: readonly Uint8Array[]): Uint8Array {
-  return merkleRootOfLeafHashes(txs.map(merkleLeafHash));
+  return merkleRoot(txs);
 }
 
 // ---- commits and votes ----

@@ -242,6 +242,23 @@ export function encodeCanonicalFast(value: Canonical): Uint8Array | undefined {
 }
 
 /**
+ * encodeCanonical's bytes as a view of the encoder's scratch buffer, valid only until the next
+ * encoding: for bytes that are hashed at once and dropped (a block's result leaves), without a copy.
+ */
+export function encodeCanonicalTransient(value: Canonical): Uint8Array {
+  const writer = canonicalWriter;
+  if (writer.busy) return encodeCanonicalGeneric(value);
+  writer.busy = true;
+  writer.at = 0;
+  try {
+    if (!writer.value(value, 0)) return encodeCanonicalGeneric(value);
+    return writer.buffer.subarray(0, writer.at);
+  } finally {
+    writer.busy = false;
+  }
+}
+
+/**
  * Decodes bytes that must already be canonical; anything else is a BAD_ENCODING error.
  * `depth` is where the value sits inside an enclosing structure, for the nesting bound.
  */

@@ -13,10 +13,10 @@
  *  - failed: authentic, but the handler refused it (not allowed, bad payload, conflict). It is
  *    recorded with its error code and leaves no writes; its id is spent and can never be replayed.
  */
-import { type Canonical, encodeCanonical, fromHex } from "./encoding.ts";
+import { type Canonical, encodeCanonical, encodeCanonicalTransient, fromHex } from "./encoding.ts";
 import { CodedError, type ErrorCode, isErrorCode } from "./errors.ts";
 import { findCertificate, type Identity, resolveIdentity, type X509Port } from "./identity.ts";
-import { merkleLeafHash, merkleRootOfLeafHashes } from "./merkle.ts";
+import { merkleRootOf } from "./merkle.ts";
 import { StateOverlay, type StateReader } from "./state.ts";
 import { type ChainParams, stateKeys } from "./system-state.ts";
 import type { Tx } from "./tx.ts";
@@ -234,10 +234,16 @@ function rememberCertificates(state: StateOverlay, tx: Tx, signers: readonly Ide
   });
 }
 
+/** What a result's leaf in the block's results root encodes (its message is not hashed). */
+function resultLeafValue(result: TxResult): Canonical {
+  return [fromHex(result.txId), result.code, result.data];
+}
+
 export function resultLeaf(result: TxResult): Uint8Array {
-  return encodeCanonical([fromHex(result.txId), result.code, result.data]);
+  return encodeCanonical(resultLeafValue(result));
 }
 
 export function resultsRootOf(results: readonly TxResult[]): Uint8Array {
-  return merkleRootOfLeafHashes(results.map((r) => merkleLeafHash(resultLeaf(r))));
+  // Each leaf is encoded into the encoder's scratch buffer and hashed from there.
+  return merkleRootOf(results.length, (i) => encodeCanonicalTransient(resultLeafValue(results[i]!)));
 }

@@ -76,6 +76,34 @@ export function sha256(...parts: Uint8Array[]): Uint8Array {
   return h.digest();
 }
 
+/**
+ * SHA-256 of one tag byte followed by `length` bytes of `source` from `start`, written into `out` at
+ * `at`: Merkle levels are hashed inside one buffer instead of an array a node. `out` may be
+ * `source` (the input is read before the digest is written).
+ */
+export function sha256TaggedInto(
+  tag: number,
+  source: Uint8Array,
+  start: number,
+  length: number,
+  out: Uint8Array,
+  at: number,
+): void {
+  if (nativeCrypto === undefined || length + 1 > scratchBytesMax) {
+    const digest = sha256(Uint8Array.of(tag), source.subarray(start, start + length));
+    out.set(digest, at);
+    return;
+  }
+  scratch[0] = tag;
+  if (length <= 64) {
+    for (let i = 0; i < length; i++) scratch[1 + i] = source[start + i]!;
+  } else {
+    scratch.set(source.subarray(start, start + length), 1);
+  }
+  const digest = nativeCrypto.hash("sha256", scratchView(length + 1), "binary");
+  for (let i = 0; i < hashBytesLength; i++) out[at + i] = digest.charCodeAt(i);
+}
+
 /** Hash with a domain tag, so bytes of one kind can never be replayed as another kind. */
 export function taggedHash(tag: string, ...parts: Uint8Array[]): Uint8Array {
   return sha256(utf8(tag), new Uint8Array([0]), ...parts);

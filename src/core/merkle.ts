@@ -5,10 +5,12 @@
  * preimage (an inner node passed off as a leaf) impossible.
  */
 import { bytesEqual } from "./encoding.ts";
-import { sha256 } from "./hash.ts";
+import { hashBytesLength, sha256, sha256TaggedInto } from "./hash.ts";
 
-const leafPrefix = new Uint8Array([0]);
-const nodePrefix = new Uint8Array([1]);
+const leafTag = 0;
+const nodeTag = 1;
+const leafPrefix = new Uint8Array([leafTag]);
+const nodePrefix = new Uint8Array([nodeTag]);
 
 export function merkleLeafHash(data: Uint8Array): Uint8Array {
   return sha256(leafPrefix, data);
@@ -27,20 +29,49 @@ function splitPoint(n: number): number {
 /** Root over leaf hashes already computed with merkleLeafHash. */
 export function merkleRootOfLeafHashes(leafHashes: readonly Uint8Array[]): Uint8Array {
   if (leafHashes.length === 0) return sha256(new Uint8Array(0));
-  // Bottom-up pairing gives the RFC 6962 shape: a lone last node is promoted unchanged.
-  let level = leafHashes.slice();
-  while (level.length > 1) {
-    const next: Uint8Array[] = [];
-    for (let i = 0; i < level.length; i += 2) {
-      next.push(i + 1 < level.length ? nodeHash(level[i]!, level[i + 1]!) : level[i]!);
-    }
-    level = next;
-  }
-  return level[0]!;
+  const level = new Uint8Array(leafHashes.length * hashBytesLength);
+  for (let i = 0; i < leafHashes.length; i++) level.set(leafHashes[i]!, i * hashBytesLength);
+  return rootOfLevel(level, leafHashes.length);
 }
 
 export function merkleRoot(items: readonly Uint8Array[]): Uint8Array {
-  return merkleRootOfLeafHashes(items.map(merkleLeafHash));
+  return merkleRootOf(items.length, (i) => items[i]!);
+}
+
+/**
+ * Root over `count` leaves whose data `leaf(i)` gives; the data may be a transient view (it is hashed
+ * before the next call). Leaf and inner hashes are written into one buffer, not an array each: a
+ * block's transaction and result roots hash two nodes a transaction on every validator.
+ */
+export function merkleRootOf(count: number, leaf: (index: number) => Uint8Array): Uint8Array {
+  if (count === 0) return sha256(new Uint8Array(0));
+  const level = new Uint8Array(count * hashBytesLength);
+  for (let i = 0; i < count; i++) {
+    const data = leaf(i);
+    sha256TaggedInto(leafTag, data, 0, data.length, level, i * hashBytesLength);
+  }
+  return rootOfLevel(level, count);
+}
+
+/**
+ * Reduces `count` hashes at the start of `level` to the root, in place. Bottom-up pairing gives the
+ * RFC 6962 shape: a lone last node is promoted unchanged. Node j of the next level is written at
+ * j * 32, never past the pair (2j, 2j + 1) it comes from, so no unread hash is overwritten.
+ */
+function rootOfLevel(level: Uint8Array, count: number): Uint8Array {
+  let n = count;
+  while (n > 1) {
+    let next = 0;
+    for (let i = 0; i < n; i += 2) {
+      const from = i * hashBytesLength;
+      const to = next * hashBytesLength;
+      if (i + 1 < n) sha256TaggedInto(nodeTag, level, from, 2 * hashBytesLength, level, to);
+      else level.copyWithin(to, from, from + hashBytesLength);
+      next++;
+    }
+    n = next;
+  }
+  return level.slice(0, hashBytesLength);
 }
 
 /** Audit path for leaf `index` (RFC 6962 §2.1.1), siblings listed from the leaf up. */

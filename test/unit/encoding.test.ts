@@ -54,14 +54,21 @@ import {
   canonicalDepthMax,
   decodeCanonical,
   encodeCanonical,
+  encodeCanonicalTransient,
   fromHex,
   toHex,
   utf8,
 } from "../../src/core/encoding.ts";
 import { CodedError, type ErrorCode } from "../../src/core/errors.ts";
-import { resultsRootOf, type TxResult } from "../../src/core/execution.ts";
+import { resultLeaf, resultsRootOf, type TxResult } from "../../src/core/execution.ts";
 import { sha256 } from "../../src/core/hash.ts";
-import { merkleLeafHash, merkleProof, merkleRoot, verifyMerkleProof } from "../../src/core/merkle.ts";
+import {
+  merkleLeafHash,
+  merkleProof,
+  merkleRoot,
+  merkleRootOfLeafHashes,
+  verifyMerkleProof,
+} from "../../src/core/merkle.ts";
 import { isCanonicalP256Signature, normalizeP256Signature } from "../../src/core/signature.ts";
 import { MemorySmtNodeStore, SparseMerkleTree, smtSha256 } from "../../src/core/smt.ts";
 import { encodeProof, verifyProof } from "../../src/core/smt-proof.ts";
@@ -787,6 +794,34 @@ describe("Merkle trees (RFC 6962)", () => {
       assert.throws(() => merkleProof(leafHashes, n), RangeError);
     });
   }
+
+  it("larger trees, hashed level by level in one buffer, match the recursive reference", () => {
+    // Odd and even sizes around powers of two, leaves of many lengths: empty, short, past the
+    // 64-byte copy loop, and past the 64 KiB scratch array (the fallback path).
+    const sizes = [...Array.from({ length: 40 }, (_, i) => i + 1), 63, 64, 65, 127, 128, 129, 1000];
+    for (const n of sizes) {
+      const leaves = Array.from({ length: n }, (_, i) => new Uint8Array((i * 37) % 200).fill(i & 255));
+      if (n === 1000) leaves[500] = new Uint8Array(70_000).fill(9);
+      const expected = toHex(referenceRoot(leaves));
+      assert.equal(toHex(merkleRoot(leaves)), expected, `${n} leaves`);
+      assert.equal(toHex(merkleRootOfLeafHashes(leaves.map(merkleLeafHash))), expected, `${n} leaf hashes`);
+    }
+  });
+
+  it("a block's results root is the root over its encoded result leaves", () => {
+    const results: TxResult[] = Array.from({ length: 37 }, (_, i) => ({
+      txId: toHex(sha256(utf8(`tx ${i}`))),
+      code: i % 5 === 0 ? "NOT_FOUND" : "OK",
+      message: i % 5 === 0 ? "no such key" : "",
+      data: i % 3 === 0 ? null : { key: `k${i}`, value: new Uint8Array(i * 3).fill(i) },
+    }));
+    assert.equal(toHex(resultsRootOf(results)), toHex(referenceRoot(results.map(resultLeaf))));
+    // The transient encoding is the same bytes as the copying one.
+    for (const r of results) {
+      const value = [fromHex(r.txId), r.code, r.data];
+      assert.deepEqual(encodeCanonicalTransient(value), encodeCanonical(value));
+    }
+  });
 
   it("leaves and inner nodes are domain-separated: an inner node's preimage is not a leaf", () => {
     const leaves = merkleLeaves(4);
