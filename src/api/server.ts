@@ -142,13 +142,15 @@ async function authenticate(
     headers: request.headers,
     ...(request.rawBody === null || request.rawBody.length === 0 ? {} : { body: request.rawBody }),
   });
-  const state = node.ledger.state;
-  let der = parsed.certDer;
-  if (der === undefined) {
-    der = state.get(stateKeys.cert(parsed.keyId));
+  const { ledger } = node;
+  let identity: Identity;
+  if (parsed.certDer === undefined) {
+    const der = ledger.state.get(stateKeys.cert(parsed.keyId));
     if (der === undefined) throw certificateUnknownError("the ledger");
+    identity = ledger.identityAt(der, now());
+  } else {
+    identity = resolveIdentity(ledger.x509, ledger.state, parsed.certDer, now());
   }
-  const identity = resolveIdentity(node.ledger.x509, state, der, now());
   await verifier.verify(parsed, identity.publicKeySpki);
   return identity;
 }

@@ -57,12 +57,7 @@ export function resolveIdentity(x509: X509Port, state: StateReader, der: Uint8Ar
   if (!roots.some((root) => x509.verifyIssuedBy(cert, root))) {
     throw new CodedError("CERT_UNTRUSTED", `certificate ${cert.certId} is not issued by a trusted root`);
   }
-  if (atMs < cert.notBeforeMs || atMs > cert.notAfterMs) {
-    throw new CodedError(
-      "CERT_EXPIRED",
-      `certificate ${cert.certId} is not valid at ${new Date(atMs).toISOString()}`,
-    );
-  }
+  checkValidAt(cert, atMs);
   if (readRevocation(state, stateKeys.revokedCert(cert.certId)) !== undefined) {
     throw new CodedError("CERT_REVOKED", `certificate ${cert.certId} is revoked`);
   }
@@ -74,6 +69,16 @@ export function resolveIdentity(x509: X509Port, state: StateReader, der: Uint8Ar
   if (dept.status !== "active")
     throw new CodedError("DEPT_SUSPENDED", `department ${cert.dept} is suspended`);
   return cert;
+}
+
+/** The certificate's validity period contains `atMs`, or CERT_EXPIRED. */
+export function checkValidAt(cert: CertInfo, atMs: number): void {
+  if (atMs < cert.notBeforeMs || atMs > cert.notAfterMs) {
+    throw new CodedError(
+      "CERT_EXPIRED",
+      `certificate ${cert.certId} is not valid at ${new Date(atMs).toISOString()}`,
+    );
+  }
 }
 
 export function hasRole(identity: Identity, ...roles: string[]): boolean {

@@ -36,7 +36,7 @@ import {
 } from "../core/execution.ts";
 import { checkGenesis, type GenesisDoc, genesisBlock, genesisWrites } from "../core/genesis.ts";
 import { builtinHandlers } from "../core/handlers/index.ts";
-import type { X509Port } from "../core/identity.ts";
+import { checkValidAt, type Identity, resolveIdentity, type X509Port } from "../core/identity.ts";
 import { type LicenseIndexOps, licenseIndexOps } from "../core/license/index-ops.ts";
 import { type SmtBatchResult, SparseMerkleTree, smtNodeKeyToHex } from "../core/smt.ts";
 import { decodeProof, encodeProof, type SmtProof } from "../core/smt-proof.ts";
@@ -126,6 +126,11 @@ export class Ledger {
   private readonly decodedTxs = new Map<string, Tx>();
   /** The decodedTxs key of each transaction in it, so a commit removes them without hashing again. */
   private readonly decodedKeys = new WeakMap<Tx, string>();
+  /** identityAt's successes, by certificate bytes, for the block they were resolved after. */
+  private identities: { readonly block: Block | null; readonly byDer: Map<Uint8Array, Identity> } = {
+    block: null,
+    byDer: new Map(),
+  };
   readonly tree: SparseMerkleTree;
   readonly state: CachedState;
   /**
@@ -193,6 +198,27 @@ export class Ledger {
 
   params(): ChainParams {
     return readChainParams(this.state);
+  }
+
+  /**
+   * `resolveIdentity` against the committed state at `atMs`, for a certificate the state holds (`der`
+   * is the state's own array, as `findCertificate` gives it for a certificate id; bytes carried in a
+   * transaction or request go to resolveIdentity). The state's part of the verdict (the profile, a
+   * trusted root, revocations, the department) cannot change without a commit, so a success is kept
+   * until the next one and only the validity period is checked again: admission and the API resolve
+   * the same few certificates for thousands of transactions a block.
+   */
+  identityAt(der: Uint8Array, atMs: number): Identity {
+    if (this.identities.block !== this.latestBlock)
+      this.identities = { block: this.latestBlock, byDer: new Map() };
+    const known = this.identities.byDer.get(der);
+    if (known !== undefined) {
+      checkValidAt(known, atMs);
+      return known;
+    }
+    const identity = resolveIdentity(this.x509, this.state, der, atMs);
+    if (this.identities.byDer.size < identitiesKeptMax) this.identities.byDer.set(der, identity);
+    return identity;
   }
 
   /** The validators of the next height (the one being decided): the set in the current state. */
@@ -542,6 +568,8 @@ function changeProofKey(height: number): string {
 }
 
 export const decodedTxsMax = 200_000;
+/** Certificates identityAt keeps between two commits (the senders of a block's transactions). */
+export const identitiesKeptMax = 4096;
 
 /**
  * Identity of transaction bytes: a native hash is ~10x cheaper than decoding them again. Gossip names

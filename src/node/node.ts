@@ -130,13 +130,11 @@ export class ChainNode extends EventEmitter<NodeEvents> {
 
   /** Authenticates the transaction's signers at the node's current time. */
   resolveSigners(tx: Tx, atMs: number): Identity[] {
+    const { ledger } = this;
     return tx.signatures.map((s) =>
-      resolveIdentity(
-        this.ledger.x509,
-        this.ledger.state,
-        findCertificate(this.ledger.state, s.signer),
-        atMs,
-      ),
+      s.signer.kind === "certId"
+        ? ledger.identityAt(findCertificate(ledger.state, s.signer), atMs)
+        : resolveIdentity(ledger.x509, ledger.state, s.signer.der, atMs),
     );
   }
 

@@ -11,6 +11,7 @@ import { after, before, describe, it } from "node:test";
 import type { Commit } from "../../src/core/block.ts";
 import { utf8 } from "../../src/core/encoding.ts";
 import type { CodedError } from "../../src/core/errors.ts";
+import type { X509Port } from "../../src/core/identity.ts";
 import { decodeTx, encodeTx } from "../../src/core/tx.ts";
 import {
   blockTimeAheadMaxMs,
@@ -110,6 +111,46 @@ describe("signature verdicts from admission", () => {
     const limit = node.options.proposalTxsMax;
     assert.ok(limit >= 1);
     assert.ok(node.candidates().length <= Math.min(limit, node.ledger.params().blockTxsMax));
+  });
+});
+
+describe("identities resolved against the committed state", () => {
+  it("are kept until the next commit, with the validity period checked on every use", async () => {
+    const { ledger } = net.node.node;
+    const identity = await net.identityFor("tax.officer");
+    const der = identity.certDer;
+    // Counts certificate parses: resolving an identity parses its certificate and the roots.
+    const x509 = ledger.x509;
+    let parses = 0;
+    (ledger as unknown as { x509: X509Port }).x509 = {
+      parse: (bytes) => {
+        parses++;
+        return x509.parse(bytes);
+      },
+      verifyIssuedBy: (child, issuer) => x509.verifyIssuedBy(child, issuer),
+    };
+    try {
+      const first = ledger.identityAt(der, Date.now());
+      parses = 0;
+      assert.equal(ledger.identityAt(der, Date.now()), first);
+      assert.equal(parses, 0, "kept: not resolved again");
+      // Kept, yet outside its validity period it is refused, as resolveIdentity refuses it.
+      for (const atMs of [first.notAfterMs + 1, first.notBeforeMs - 1]) {
+        assert.throws(
+          () => ledger.identityAt(der, atMs),
+          (e: CodedError) => e.code === "CERT_EXPIRED",
+        );
+      }
+      // A commit starts afresh: it may have revoked the certificate.
+      const tx = await signedKvPut("identities/after-commit");
+      await net.node.node.submit(tx.bytes);
+      (net.node.node as unknown as { produceBlock(): void }).produceBlock();
+      parses = 0;
+      assert.equal(ledger.identityAt(der, Date.now()).certId, first.certId);
+      assert.ok(parses > 0, "resolved again after the commit");
+    } finally {
+      (ledger as unknown as { x509: X509Port }).x509 = x509;
+    }
   });
 });
 
