@@ -30,7 +30,12 @@ function splitPoint(n: number): number {
 export function merkleRootOfLeafHashes(leafHashes: readonly Uint8Array[]): Uint8Array {
   if (leafHashes.length === 0) return sha256(new Uint8Array(0));
   const level = new Uint8Array(leafHashes.length * hashBytesLength);
-  for (let i = 0; i < leafHashes.length; i++) level.set(leafHashes[i]!, i * hashBytesLength);
+  for (let i = 0; i < leafHashes.length; i++) {
+    const hash = leafHashes[i]!;
+    if (hash.length !== hashBytesLength)
+      throw new RangeError(`leaf hash ${i} is not ${hashBytesLength} bytes`);
+    level.set(hash, i * hashBytesLength);
+  }
   return rootOfLevel(level, leafHashes.length);
 }
 

@@ -806,6 +806,8 @@ describe("Merkle trees (RFC 6962)", () => {
       assert.equal(toHex(merkleRoot(leaves)), expected, `${n} leaves`);
       assert.equal(toHex(merkleRootOfLeafHashes(leaves.map(merkleLeafHash))), expected, `${n} leaf hashes`);
     }
+    // Leaf hashes are laid out 32 bytes apart: anything else is refused, not misread.
+    assert.throws(() => merkleRootOfLeafHashes([new Uint8Array(32), new Uint8Array(31)]), RangeError);
   });
 
   it("a block's results root is the root over its encoded result leaves", () => {
