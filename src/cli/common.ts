@@ -128,6 +128,12 @@ export function reportError(error: unknown): number {
     process.stderr.write("citychain: UNREACHABLE: no node answers at that address\n");
     return 1;
   }
+  // Any other transport failure (reset, TLS, timeout) arrives as fetch's TypeError with a cause.
+  if (error instanceof TypeError && error.cause !== undefined) {
+    const cause = error.cause as { code?: string; message?: string };
+    process.stderr.write(`citychain: UNREACHABLE: ${cause.code ?? cause.message ?? error.message}\n`);
+    return 1;
+  }
   process.stderr.write(`citychain: INTERNAL: ${(error as Error)?.stack ?? String(error)}\n`);
   return 1;
 }

@@ -43,17 +43,33 @@ export function nodeFetch(caPem?: string, connections = 16): FetchLike {
   });
   return async (url, init) => {
     const { origin, pathname, search } = new URL(url);
-    const answer = await dispatcher.request({
-      origin,
-      path: pathname + search,
-      method: init.method,
-      headers: init.headers,
-      ...(init.body === undefined ? {} : { body: init.body }),
-    });
+    const answer = await transport(() =>
+      dispatcher.request({
+        origin,
+        path: pathname + search,
+        method: init.method,
+        headers: init.headers,
+        ...(init.body === undefined ? {} : { body: init.body }),
+      }),
+    );
     return {
       status: answer.statusCode,
-      text: () => answer.body.text(),
-      arrayBuffer: () => answer.body.arrayBuffer(),
+      text: () => transport(() => answer.body.text()),
+      arrayBuffer: () => transport(() => answer.body.arrayBuffer()),
     };
   };
+}
+
+/**
+ * Fails as WHATWG fetch fails: a connection refused, reset or cut, a TLS failure or a timeout is a
+ * TypeError whose `cause` is undici's error (with its `code`, e.g. ECONNRESET). Callers (the CLI,
+ * the CA's ledger sync, the benchmarks' retries) tell "the network failed" from "the server said
+ * no" by that, whichever fetch they were given; undici's request API throws its errors bare.
+ */
+async function transport<T>(step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    throw new TypeError("fetch failed", { cause: error });
+  }
 }

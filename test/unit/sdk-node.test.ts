@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import https from "node:https";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -115,7 +115,32 @@ describe("nodeFetch", () => {
 
   test("does not trust a server whose certificate is not from the given CA", async () => {
     const other = await selfSigned(fs.mkdtempSync(path.join(os.tmpdir(), "citychain-sdk-other-")));
-    await assert.rejects(nodeFetch(other.caPem)(`${url}/`, { method: "GET", headers: {} }));
+    await assert.rejects(nodeFetch(other.caPem)(`${url}/`, { method: "GET", headers: {} }), TypeError);
+  });
+
+  test("fails as fetch does: a refused or reset connection is a TypeError with the cause's code", async () => {
+    // Nothing listens on a port just closed.
+    const closed = net.createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await assert.rejects(
+      nodeFetch(caPem)(`https://localhost:${closedPort}/`, { method: "GET", headers: {} }),
+      (error: unknown) =>
+        error instanceof TypeError && (error.cause as { code?: string })?.code === "ECONNREFUSED",
+    );
+    // A server that resets every connection as soon as it arrives.
+    const resetting = net.createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => resetting.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (resetting.address() as AddressInfo).port;
+      await assert.rejects(
+        nodeFetch(caPem)(`https://localhost:${port}/`, { method: "GET", headers: {} }),
+        (error: unknown) => error instanceof TypeError && error.cause instanceof Error,
+      );
+    } finally {
+      await new Promise((resolve) => resetting.close(resolve));
+    }
   });
 });
 
