@@ -6,7 +6,7 @@ import type { PassphraseSource } from "../ca/keys.ts";
 import { CodedError } from "../core/errors.ts";
 import { readNetworkLayout } from "../devnet/bootstrap.ts";
 import { CitychainClient } from "../sdk/client.ts";
-import { CitychainError } from "../sdk/errors.ts";
+import { CitychainError, fetchFailureDetail } from "../sdk/errors.ts";
 import { loadIdentity, nodeFetch } from "../sdk/node.ts";
 import { VerificationError } from "../sdk/verify.ts";
 
@@ -129,9 +129,9 @@ export function reportError(error: unknown): number {
     return 1;
   }
   // Any other transport failure (reset, TLS, timeout) arrives as fetch's TypeError with a cause.
-  if (error instanceof TypeError && error.cause !== undefined) {
-    const cause = error.cause as { code?: string; message?: string };
-    process.stderr.write(`citychain: UNREACHABLE: ${cause.code ?? cause.message ?? error.message}\n`);
+  const transport = fetchFailureDetail(error);
+  if (transport !== undefined) {
+    process.stderr.write(`citychain: UNREACHABLE: ${transport}\n`);
     return 1;
   }
   process.stderr.write(`citychain: INTERNAL: ${(error as Error)?.stack ?? String(error)}\n`);

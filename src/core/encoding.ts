@@ -225,20 +225,28 @@ function compareAsciiKeys(a: string, b: string): number {
 
 const canonicalWriter = new CanonicalWriter();
 
-/** The canonical encoding of plain data, or undefined to leave the value to cborg. Exported for tests. */
-export function encodeCanonicalFast(value: Canonical): Uint8Array | undefined {
+/**
+ * Encodes plain data into the writer's scratch buffer and returns its length, or -1 to leave the
+ * value to cborg. The bytes stay in `canonicalWriter.buffer` until the next encoding. Blocks of a few
+ * MiB keep their buffer (no regrowing per block); a rare larger one is dropped before the next.
+ */
+function encodeIntoScratch(value: Canonical): number {
   const writer = canonicalWriter;
-  if (writer.busy) return undefined; // re-entered from a getter: not plain data
+  if (writer.busy) return -1; // re-entered from a getter: not plain data
   writer.busy = true;
+  if (writer.buffer.length > encodeScratchKeptBytesMax) writer.buffer = new Uint8Array(4096);
   writer.at = 0;
   try {
-    if (!writer.value(value, 0)) return undefined;
-    return writer.buffer.slice(0, writer.at);
+    return writer.value(value, 0) ? writer.at : -1;
   } finally {
     writer.busy = false;
-    // Blocks of a few MiB keep their buffer (no regrowing per block); a rare larger value does not.
-    if (writer.buffer.length > encodeScratchKeptBytesMax) writer.buffer = new Uint8Array(4096);
   }
+}
+
+/** The canonical encoding of plain data, or undefined to leave the value to cborg. Exported for tests. */
+export function encodeCanonicalFast(value: Canonical): Uint8Array | undefined {
+  const length = encodeIntoScratch(value);
+  return length < 0 ? undefined : canonicalWriter.buffer.slice(0, length);
 }
 
 /**
@@ -246,16 +254,8 @@ export function encodeCanonicalFast(value: Canonical): Uint8Array | undefined {
  * encoding: for bytes that are hashed at once and dropped (a block's result leaves), without a copy.
  */
 export function encodeCanonicalTransient(value: Canonical): Uint8Array {
-  const writer = canonicalWriter;
-  if (writer.busy) return encodeCanonicalGeneric(value);
-  writer.busy = true;
-  writer.at = 0;
-  try {
-    if (!writer.value(value, 0)) return encodeCanonicalGeneric(value);
-    return writer.buffer.subarray(0, writer.at);
-  } finally {
-    writer.busy = false;
-  }
+  const length = encodeIntoScratch(value);
+  return length < 0 ? encodeCanonicalGeneric(value) : canonicalWriter.buffer.subarray(0, length);
 }
 
 /**
@@ -346,22 +346,15 @@ export class CanonicalReader {
     if (end > bytes.length) return leaveToStrict;
     this.at = end;
     if (length < shortAsciiLength) {
-      if (scratch === undefined) {
-        let ascii = "";
-        for (let i = start; i < end; i++) {
-          const c = bytes[i]!;
-          if (c >= 0x80) return utf8Text(bytes, start, end);
-          ascii += String.fromCharCode(c);
-        }
-        return ascii;
-      }
       // Under Node the bytes go through the scratch Buffer: one string allocated, not one a character.
       for (let i = start; i < end; i++) {
         const c = bytes[i]!;
         if (c >= 0x80) return utf8Text(bytes, start, end);
-        scratch[i - start] = c;
+        if (scratch !== undefined) scratch[i - start] = c;
       }
-      return scratch.toString("latin1", 0, length);
+      return scratch !== undefined
+        ? scratch.toString("latin1", 0, length)
+        : String.fromCharCode(...bytes.subarray(start, end));
     }
     return utf8Text(bytes, start, end);
   }

@@ -62,10 +62,15 @@ function nativeSha256(crypto: NativeCrypto, parts: readonly Uint8Array[]): Uint8
     }
     input = target === scratch ? scratchView(length) : target;
   }
-  const digest = crypto.hash("sha256", input, "binary");
   const out = new Uint8Array(hashBytesLength);
-  for (let i = 0; i < hashBytesLength; i++) out[i] = digest.charCodeAt(i);
+  nativeDigestInto(crypto, input, out, 0);
   return out;
+}
+
+/** The native digest comes back as a binary string (young heap), copied into `out` at `at`. */
+function nativeDigestInto(crypto: NativeCrypto, input: Uint8Array, out: Uint8Array, at: number): void {
+  const digest = crypto.hash("sha256", input, "binary");
+  for (let i = 0; i < hashBytesLength; i++) out[at + i] = digest.charCodeAt(i);
 }
 
 export function sha256(...parts: Uint8Array[]): Uint8Array {
@@ -100,8 +105,7 @@ export function sha256TaggedInto(
   } else {
     scratch.set(source.subarray(start, start + length), 1);
   }
-  const digest = nativeCrypto.hash("sha256", scratchView(length + 1), "binary");
-  for (let i = 0; i < hashBytesLength; i++) out[at + i] = digest.charCodeAt(i);
+  nativeDigestInto(nativeCrypto, scratchView(length + 1), out, at);
 }
 
 /** Hash with a domain tag, so bytes of one kind can never be replayed as another kind. */

@@ -47,7 +47,7 @@ import {
 import { CodedError } from "../../core/errors.ts";
 import { readNetworkLayout } from "../../devnet/bootstrap.ts";
 import { CitychainClient, type FetchLike } from "../../sdk/client.ts";
-import { CitychainError } from "../../sdk/errors.ts";
+import { CitychainError, fetchFailureDetail } from "../../sdk/errors.ts";
 import { loadIdentity, nodeFetch } from "../../sdk/node.ts";
 import type { TxIdentity } from "../../sdk/tx-builder.ts";
 import { passphraseSource, printJson } from "../common.ts";
@@ -439,9 +439,8 @@ class CaCommand extends Command {
 }
 
 function transportError(error: unknown): unknown {
-  if (!(error instanceof TypeError) || error.cause === undefined) return error;
-  const cause = error.cause as { code?: string; message?: string };
-  const detail = cause.code ?? cause.message ?? error.message;
+  const detail = fetchFailureDetail(error);
+  if (detail === undefined) return error;
   const hint = /CERT|SIGNATURE|SELF_SIGNED|ISSUER/.test(detail) ? "; is --ca-cert the right root?" : "";
   return new CitychainError("UNREACHABLE", `cannot reach the server (${detail})${hint}`, 0);
 }
